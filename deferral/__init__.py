@@ -1,0 +1,54 @@
+"""deferral: one lazy model definition, identical initial weights on every framework.
+
+Define a model without input sizes, call ``initialize()`` to record how its parameters will
+be initialized, and let the first forward pass infer every shape and materialize the
+parameters on the selected backend (NumPy, PyTorch or TensorFlow) with the same bits for the
+same seed.
+
+Importing deferral imports no framework; a backend's framework is imported when the backend
+is first used.
+"""
+
+from . import init as init
+from . import nn as nn
+from . import ops as ops
+from ._version import __version__ as __version__
+from .errors import BackendNotFoundError as BackendNotFoundError
+from .errors import DeferralError as DeferralError
+from .errors import DeferredInitializationError as DeferredInitializationError
+from .errors import InitializerError as InitializerError
+from .errors import ShapeMismatchError as ShapeMismatchError
+from .hookspec import hookimpl as hookimpl
+from .parameter import Parameter as Parameter
+from .parameter import ParameterDict as ParameterDict
+from .random import get_seed as get_seed
+from .random import seed as seed
+from .registry import available_backends as available_backends
+from .registry import get_backend as get_backend
+from .registry import load_backend as load_backend
+from .registry import register_backend as register_backend
+from .registry import set_backend as set_backend
+from .registry import use_backend as use_backend
+
+__all__ = [
+    "BackendNotFoundError",
+    "DeferralError",
+    "DeferredInitializationError",
+    "InitializerError",
+    "Parameter",
+    "ParameterDict",
+    "ShapeMismatchError",
+    "__version__",
+    "available_backends",
+    "get_backend",
+    "get_seed",
+    "hookimpl",
+    "init",
+    "load_backend",
+    "nn",
+    "ops",
+    "register_backend",
+    "seed",
+    "set_backend",
+    "use_backend",
+]

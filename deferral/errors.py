@@ -1,0 +1,42 @@
+"""The exceptions deferral raises.
+
+Every error derives from :class:`DeferralError` and also from the built-in exception a
+Python user would catch for the same mistake, so ``except ValueError`` keeps working.
+Messages name the parameter or layer path, what was expected, what was received and how to
+fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendNotFoundError",
+    "DeferralError",
+    "DeferredInitializationError",
+    "InitializerError",
+    "ShapeMismatchError",
+]
+
+
+class DeferralError(Exception):
+    """Root of every exception raised by deferral."""
+
+
+class DeferredInitializationError(DeferralError, RuntimeError):
+    """A parameter's value was requested before it exists.
+
+    Raised by :meth:`deferral.Parameter.data` (and ``get_weights``) while the parameter is
+    *declared* or *shaped*: call ``initialize()`` and run one forward pass (or give every
+    input size) first.
+    """
+
+
+class ShapeMismatchError(DeferralError, ValueError):
+    """An input or a value does not fit a shape that is already fixed."""
+
+
+class BackendNotFoundError(DeferralError, LookupError):
+    """A backend name is unknown, or its framework is not installed."""
+
+
+class InitializerError(DeferralError, ValueError):
+    """An initializer was created with impossible arguments, or cannot be resolved."""

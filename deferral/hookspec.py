@@ -1,0 +1,211 @@
+"""The contract a backend plugin implements.
+
+A backend is a module (or any object) with functions marked ``@deferral.hookimpl`` whose
+names and arguments match the specifications below. It is registered through an entry point
+in the ``deferral.backends`` group of its distribution::
+
+    [project.entry-points."deferral.backends"]
+    mybackend = "my_package.deferral_plugin"
+
+deferral gives every loaded backend its own :class:`pluggy.PluginManager`, so each hook below
+is answered by exactly one backend. Hooks are called for discovery, allocation,
+materialization and conversion, never per operation: the op namespace returned by
+:func:`deferral_ops` is resolved once and called directly by every forward pass.
+
+A plugin module must not import its framework at import time (import it inside the hooks):
+``deferral.available_backends()`` loads plugin modules to read their
+:class:`BackendInfo`, and must import no framework.
+
+Only :func:`deferral_backend_info`, :func:`deferral_ops`, :func:`deferral_is_native`,
+:func:`deferral_to_native`, :func:`deferral_to_numpy` and :func:`deferral_parameter_from_numpy`
+are required; :func:`deferral_materialize` and :func:`deferral_canonical_device` have
+defaults in the core. ``docs/plugins.md`` walks through a complete backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .init import Recipe
+
+__all__ = [
+    "PROJECT",
+    "BackendInfo",
+    "MaterializeRequest",
+    "hookimpl",
+    "hookspec",
+]
+
+#: The pluggy project name; hooks are prefixed ``deferral_``.
+PROJECT = "deferral"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Marker for a backend's hook implementations: ``@deferral.hookimpl``.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: Every floating dtype name the core knows, in the library's canonical spelling.
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend is and what it can do; returned by :func:`deferral_backend_info`.
+
+    Attributes:
+        name: the name users select it by (``"torch"``); must equal the entry point's name.
+        requires: top-level modules that must be importable for the backend to be available
+            (checked with ``importlib.util.find_spec``, which imports nothing).
+        install: the command that installs what is missing, shown in error messages.
+        dtypes: parameter dtypes it supports, from :data:`DTYPES`.
+        default_device: the device used when ``initialize()`` gives none.
+        supports_cuda: whether it can place parameters on CUDA devices (tests skip on this
+            capability, not on backend names).
+    """
+
+    name: str
+    requires: tuple[str, ...] = ()
+    install: str = ""
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    default_device: str = "cpu"
+    supports_cuda: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MaterializeRequest:
+    """Everything a backend needs to create one parameter's storage.
+
+    The values follow the core's value recipe: :meth:`host_values` computes any slice of them
+    on the host (the reference path), already rounded to ``dtype``. A backend that can
+    generate on the device must produce the same bits.
+
+    Attributes:
+        name: the parameter's structural path (``"0.weight"``), for messages.
+        shape: the full, known shape.
+        dtype: one of :data:`DTYPES`.
+        device: the canonical device string (see :func:`deferral_canonical_device`).
+        trainable: whether the native object should take part in gradients.
+        key: the two 64-bit words keying this parameter's Philox stream.
+        recipe: the distribution, from the parameter's initializer and shape.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    trainable: bool
+    key: tuple[int, int]
+    recipe: Recipe
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def host_values(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Flat elements ``start .. stop-1`` as a NumPy array of the parameter's dtype.
+
+        ``bfloat16`` has no NumPy dtype: it is returned as ``uint16`` bit patterns (the
+        float32 value rounded to nearest-even once), which a backend reinterprets.
+        """
+        from ._dtypes import round_to
+
+        stop = self.size if stop is None else stop
+        return round_to(self.recipe.values(self.key, self.shape, start, stop), self.dtype)
+
+
+@hookspec(firstresult=True)
+def deferral_backend_info() -> BackendInfo:  # type: ignore[empty-body]
+    """Describe the backend. Called when the plugin is loaded; must not import the framework.
+
+    Example::
+
+        @deferral.hookimpl
+        def deferral_backend_info():
+            return BackendInfo(name="numpy", requires=("numpy",), dtypes=("float16", "float32", "float64"))
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_ops() -> Any:
+    """Return the op namespace: an object with one callable per name in ``deferral.ops.OP_NAMES``.
+
+    Called once, when the backend is first selected; the namespace is then called directly
+    by every forward pass. Each op takes and returns the backend's native arrays and
+    follows the signature and semantics documented in :mod:`deferral.ops`.
+
+    Example::
+
+        @deferral.hookimpl
+        def deferral_ops():
+            from . import _ops
+            return _ops
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_canonical_device(device: str | None) -> str | None:
+    """Validate ``device`` and return its canonical spelling (``None`` means the default).
+
+    Raise ``ValueError`` naming the accepted devices for one the backend cannot use. When
+    unimplemented, the core accepts only ``BackendInfo.default_device``.
+
+    Example::
+
+        @deferral.hookimpl
+        def deferral_canonical_device(device):
+            return "cpu" if device in (None, "cpu") else None
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_is_native(value: Any) -> bool | None:
+    """Return True when ``value`` is one of this backend's array types (no conversion needed).
+
+    Must not import the framework to answer: look in ``sys.modules`` first.
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_to_native(value: Any, dtype: str | None, device: str) -> Any:
+    """Convert a forward-pass input (a native array or a NumPy array) to a native array.
+
+    ``dtype`` is the model's parameter dtype (``None`` keeps the input's). Return ``None`` for
+    anything else; the core then raises a ``TypeError`` naming the layer.
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_to_numpy(value: Any) -> np.ndarray:  # type: ignore[empty-body]
+    """Return a host NumPy copy of a native array or parameter (``bfloat16`` as ``float32``)."""
+
+
+@hookspec(firstresult=True)
+def deferral_parameter_from_numpy(
+    array: np.ndarray, dtype: str, device: str, trainable: bool
+) -> Any:
+    """Create the backend's parameter object (e.g. ``torch.nn.Parameter``) holding ``array``.
+
+    ``array`` is already of ``dtype`` (``uint16`` bit patterns for ``bfloat16``). Called by
+    ``Parameter.set_data`` and, unless :func:`deferral_materialize` is implemented, by
+    materialization with the full host values.
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_materialize(request: MaterializeRequest) -> Any:
+    """Create a parameter's storage with the values the recipe gives.
+
+    Optional: the default computes ``request.host_values()`` and calls
+    :func:`deferral_parameter_from_numpy`. A backend implements it to allocate on the device
+    and fill in chunks, or to generate natively, as long as the bits are the same.
+    """

@@ -1,0 +1,329 @@
+"""Block and Sequential: the containers every model is built from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, overload
+
+from .. import ops as _ops
+from .. import registry
+from ..errors import DeferredInitializationError
+from ..parameter import EPOCH, LOCK, Parameter, ParameterDict, transaction
+
+__all__ = ["Block", "Sequential"]
+
+
+class Block:
+    """Base class of every layer and model.
+
+    Subclass it, create children and parameters as attributes in ``__init__`` (after
+    ``super().__init__()``), and write ``forward`` with :mod:`deferral.ops`. Children and
+    parameters get structural names from the attributes (``"hidden.weight"``).
+
+    Calling a block runs ``forward``. The first call on a model with deferred parameters
+    infers their shapes and materializes them as one transaction: if it raises, every
+    parameter is back in its previous state. Later calls only check a flag.
+
+    Example:
+        >>> import numpy as np
+        >>> from deferral import nn, ops
+        >>> class MLP(nn.Block):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.hidden = nn.Dense(8, activation="relu")
+        ...         self.out = nn.Dense(2)
+        ...     def forward(self, x):
+        ...         return self.out(self.hidden(x))
+        >>> net = MLP()
+        >>> _ = net.initialize(seed=0)
+        >>> net(np.ones((3, 4), dtype="float32")).shape
+        (3, 2)
+        >>> list(net.collect_params())
+        ['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias']
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_path", "")
+        object.__setattr__(self, "_bound", None)
+
+    # -- structure ---------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_children" not in self.__dict__:
+            raise AttributeError(
+                f"{type(self).__name__}: call super().__init__() before assigning attributes"
+            )
+        self._children.pop(name, None)
+        self._params.pop(name, None)
+        if isinstance(value, Block):
+            self._children[name] = value
+        elif isinstance(value, Parameter):
+            self._params[name] = value
+            if value._group is None:
+                value._group = self._params
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._children.pop(name, None)
+        self._params.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_child(self, block: Block, name: str | None = None) -> Block:
+        """Add ``block`` as a child under ``name`` (default: the next index) and return it."""
+        if not isinstance(block, Block):
+            raise TypeError(
+                f"{type(self).__name__}: expected a deferral.nn.Block as child. "
+                f"Received: {type(block).__name__}"
+            )
+        name = str(len(self._children)) if name is None else name
+        self._children[name] = block
+        return block
+
+    def children(self) -> Iterator[tuple[str, Block]]:
+        """``(name, block)`` for each direct child, in registration order."""
+        return iter(list(self._children.items()))
+
+    def _walk(self, prefix: str = "") -> Iterator[tuple[str, Block]]:
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child._walk(f"{prefix}{name}.")
+
+    def collect_params(self, select: str | None = None) -> ParameterDict:
+        """Every parameter of this block and its descendants, by structural name.
+
+        A shared parameter is listed once, under its first path. ``select`` is a regular
+        expression the whole name must match (``".*weight"``). Parameters not initialized yet
+        take the listed name as their ``.name``.
+        """
+        found: dict[str, Parameter] = {}
+        seen: set[int] = set()
+        for prefix, block in self._walk():
+            object.__setattr__(block, "_path", prefix[:-1] if prefix else block._path or "")
+            for name, param in block._params.items():
+                if id(param) in seen:
+                    continue
+                seen.add(id(param))
+                path = prefix + name
+                if param._intent is None:
+                    param.name = path
+                found[path] = param
+        params = ParameterDict(found)
+        return params.select(select) if select is not None else params
+
+    def share_parameters(self, shared: ParameterDict | dict[str, Parameter]) -> Block:
+        """Use the parameters in ``shared`` wherever this block has one of the same name.
+
+        Names are structural and relative to this block (``"weight"``, ``"0.bias"``); pass
+        another block's ``collect_params()``. Returns ``self``.
+
+        Example:
+            >>> from deferral import nn
+            >>> a, b = nn.Dense(4), nn.Dense(4)
+            >>> _ = b.share_parameters(a.collect_params())
+            >>> a.weight is b.weight
+            True
+        """
+        for prefix, block in self._walk():
+            for name in list(block._params):
+                other = shared.get(prefix + name)
+                if other is not None:
+                    if not isinstance(other, Parameter):
+                        raise TypeError(f"share_parameters: {prefix + name!r} is not a Parameter")
+                    setattr(block, name, other)
+        object.__setattr__(self, "_bound", None)
+        return self
+
+    # -- initialization ----------------------------------------------------------------
+    def initialize(
+        self,
+        init: Any = None,
+        force_reinit: bool = False,
+        seed: int | None = None,
+        dtype: object = "float32",
+        device: str | None = None,
+        backend: str | None = None,
+    ) -> int:
+        """Record how every parameter will be initialized and bind the model to a backend.
+
+        Parameters whose shapes are known are materialized at once; the others wait for the
+        first forward pass. ``init`` applies to parameters without an initializer of their
+        own (biases of built-in layers start at zero); the default is
+        :data:`deferral.parameter.DEFAULT_INIT` (Xavier uniform). Without ``force_reinit``,
+        parameters initialized before are left unchanged, with a warning.
+
+        Returns the seed used (drawn afresh and recorded when neither ``seed`` nor
+        :func:`deferral.seed` gave one). See :meth:`ParameterDict.initialize` for the arguments.
+        """
+        object.__setattr__(self, "_bound", None)
+        return self.collect_params().initialize(
+            init, force_reinit, seed, dtype, device, backend, default_only=True
+        )
+
+    def get_weights(self) -> list[Any]:
+        """Host NumPy copies of every parameter, in ``collect_params()`` order.
+
+        Raises:
+            DeferredInitializationError: before the parameters are materialized.
+        """
+        return self.collect_params().get_weights()
+
+    # -- calling -----------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Compute the block's output with :mod:`deferral.ops`. Subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def describe(self) -> str:
+        """``TypeName 'path'`` for messages."""
+        return f"{type(self).__name__} {self._path!r}" if self._path else type(self).__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _ops.active.get() is not None:
+            return self.forward(*args, **kwargs)
+        bound = self._bound
+        if bound is None or bound[0] != EPOCH.value:
+            return self._first_call(args, kwargs)
+        token = _ops.active.set(bound[1])
+        try:
+            return self.forward(*bound[2](args), **kwargs)
+        finally:
+            _ops.active.reset(token)
+
+    def _binding(self) -> tuple[Any, str | None, str | None]:
+        """Return ``(backend, dtype, device)`` of this model's parameters."""
+        params = self.collect_params()
+        intents = {(p.backend, p.dtype, p.device) for p in params.values() if p.backend}
+        if not intents:
+            if params:
+                raise DeferredInitializationError(
+                    f"{self.describe()}: call initialize() before the first forward pass; its "
+                    f"parameters ({', '.join(list(params)[:4])}{', ...' if len(params) > 4 else ''}) "
+                    "have not been initialized."
+                )
+            return registry.load_backend(registry.get_backend()), None, None
+        backends = {b for b, _, _ in intents}
+        if len(backends) > 1:
+            raise ValueError(
+                f"{self.describe()}: its parameters are bound to several backends "
+                f"({', '.join(sorted(backends))}); initialize the whole model on one with "
+                "initialize(backend=..., force_reinit=True)."
+            )
+        backend, dtype, device = sorted(intents, key=str)[0]
+        return registry.load_backend(backend), dtype, device
+
+    def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with transaction():
+            backend, dtype, device = self._binding()
+            ops = backend.ops
+            convert = _input_converter(self, backend, dtype, device)
+            token = _ops.active.set(ops)
+            try:
+                out = self.forward(*convert(args), **kwargs)
+            finally:
+                _ops.active.reset(token)
+            ready = all(p.initialized for p in self.collect_params().values())
+        with LOCK:
+            object.__setattr__(self, "_bound", (EPOCH.value, ops, convert) if ready else None)
+        return out
+
+    # -- copying, printing -------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_bound"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        head = f"{type(self).__name__}({self._extra_repr()}"
+        if not self._children:
+            return head + ")"
+        lines = [head]
+        for name, child in self._children.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+
+def _input_converter(block: Block, backend: Any, dtype: str | None, device: str | None) -> Any:
+    """Build the function that turns call arguments into the backend's arrays."""
+    to_native = backend.to_native
+    device = device or backend.info.default_device
+    name = block.describe()
+
+    def convert(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not args:
+            return args
+        out = []
+        for i, arg in enumerate(args):
+            native = None if arg is None else to_native(arg, dtype, device)
+            if native is None:
+                if i == 0:
+                    raise TypeError(
+                        f"{name}: expected an array as input (a NumPy array or a "
+                        f"{backend.name!r} backend array). Received: {type(arg).__name__}. "
+                        "Convert it first, e.g. numpy.asarray(x, dtype='float32')."
+                    )
+                native = arg
+            out.append(native)
+        return tuple(out)
+
+    return convert
+
+
+class Sequential(Block):
+    """Chains blocks: the output of each is the input of the next.
+
+    Accepts blocks as a list (Keras style) or through :meth:`add` (Gluon style); supports
+    ``len``, iteration, indexing (a slice gives a new Sequential sharing the blocks) and
+    nesting. Children are named ``"0"``, ``"1"``, ...
+
+    Example:
+        >>> from deferral import nn
+        >>> net = nn.Sequential([nn.Dense(256, activation="relu"), nn.Dense(10)])
+        >>> len(net), type(net[1]).__name__
+        (2, 'Dense')
+    """
+
+    def __init__(self, blocks: list[Block] | tuple[Block, ...] | None = None) -> None:
+        super().__init__()
+        if blocks is not None:
+            self.add(*blocks)
+
+    def add(self, *blocks: Block) -> Sequential:
+        """Append blocks (the same block may be added twice: its parameters are shared)."""
+        for block in blocks:
+            self.register_child(block)
+        object.__setattr__(self, "_bound", None)
+        return self
+
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        for block in self._children.values():
+            x = block(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(list(self._children.values()))
+
+    @overload
+    def __getitem__(self, index: int) -> Block: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequential: ...
+    def __getitem__(self, index: int | slice) -> Block | Sequential:
+        blocks = list(self._children.values())
+        if isinstance(index, slice):
+            return Sequential(blocks[index])
+        try:
+            return blocks[index]
+        except IndexError:
+            raise IndexError(
+                f"Sequential has {len(blocks)} blocks; index {index} is out of range"
+            ) from None
+

@@ -1,0 +1,104 @@
+"""The fully connected layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import init as _init
+from .. import ops
+from ..errors import ShapeMismatchError
+from ..parameter import Parameter
+from ._activations import activation_fn
+from ._block import Block
+
+__all__ = ["Dense"]
+
+
+def _positive_int(name: str, value: object, cls: str = "Dense") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{cls}: expected a positive integer for {name}. Received: {name}={value!r}")
+    return value
+
+
+class Dense(Block):
+    """``y = activation(x @ weight.T + bias)`` over the last axis of ``x``.
+
+    ``weight`` has shape ``(units, in_units)`` on every backend; ``in_units`` is inferred from
+    the first input when not given (it is shown as ``-1`` until then).
+
+    Args:
+        units: output size.
+        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"gelu"``, ``"softmax"`` or
+            ``None``/``"linear"``.
+        use_bias: whether to add a bias.
+        in_units: input size, if known; with it, ``initialize()`` materializes the layer.
+        weight_initializer: the weight's own initializer (default: the one given to
+            ``initialize()``, else Xavier uniform).
+        bias_initializer: the bias's initializer (default ``"zeros"``).
+
+    Example:
+        >>> from deferral import nn
+        >>> layer = nn.Dense(256, activation="relu")
+        >>> layer.weight.shape
+        (256, -1)
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = None,
+        use_bias: bool = True,
+        in_units: int | None = None,
+        weight_initializer: _init.InitializerLike = None,
+        bias_initializer: _init.InitializerLike = "zeros",
+    ) -> None:
+        super().__init__()
+        self.units = _positive_int("units", units)
+        if in_units is not None:
+            _positive_int("in_units", in_units)
+        self._act_name = activation
+        self._act = activation_fn(activation, "Dense")
+        self.weight = Parameter("weight", (units, in_units or -1), init=weight_initializer)
+        self.bias = Parameter("bias", (units,), init=bias_initializer) if use_bias else None
+
+    @property
+    def in_units(self) -> int | None:
+        """The input size, or ``None`` while it is not known."""
+        n = self.weight.shape[1]
+        return None if n == -1 else n
+
+    def forward(self, x: Any) -> Any:
+        shape = ops.shape(x)
+        weight = self.weight
+        if weight._data is None or len(shape) < 2 or shape[-1] != weight._shape[1]:
+            self._check_input(shape)
+        bias = self.bias
+        y = ops.linear(x, weight.data(), None if bias is None else bias.data())
+        return y if self._act is None else self._act(y)
+
+    def _check_input(self, shape: tuple[int, ...]) -> None:
+        where = self.describe()
+        if len(shape) < 2:
+            raise ValueError(
+                f"{where}: expected input of rank >= 2 (batch, ..., features). Received shape "
+                f"{shape}. Add a batch axis, e.g. x.reshape(1, -1)."
+            )
+        features = shape[-1]
+        if features == 0:
+            raise ValueError(
+                f"{where}: the input's feature dimension is 0 (shape {shape}); cannot infer in_units."
+            )
+        known = self.weight._shape[1]
+        if known != -1 and known != features:
+            raise ShapeMismatchError(
+                f"{where}: expected {known} input features (weight shape {self.weight.shape}). "
+                f"Received input of shape {shape} with {features}. Fix the input, or the "
+                "previous layer's units, or the in_units of this layer."
+            )
+        self.weight._infer_shape((self.units, features), where)
+        if self.bias is not None:
+            self.bias._infer_shape((self.units,), where)
+
+    def _extra_repr(self) -> str:
+        n = self.weight.shape[1]
+        return f"{n} -> {self.units}, {self._act_name or 'linear'}"

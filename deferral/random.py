@@ -1,0 +1,247 @@
+"""The value recipe: a counter-based stream that makes initial values identical everywhere.
+
+Every parameter draws from its own Philox4x64-10 stream whose key is derived from
+``(seed, path)``; element ``i`` of the parameter depends only on ``(seed, path, i)``.
+The integers become floats through arithmetic that uses only IEEE-754 operations that are
+correctly rounded on every platform (``+ - * /``, ``sqrt``, ``frexp``), so any backend or
+device that follows the same steps in float64 produces the same bits. The recipe is
+versioned (:data:`SPEC_VERSION`); ``docs/identity.md`` is its specification.
+
+NumPy is the reference implementation and is imported lazily, so ``import deferral`` stays
+cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "SPEC_VERSION",
+    "derive_key",
+    "fresh_seed",
+    "get_seed",
+    "normal",
+    "raw_words",
+    "seed",
+    "truncated_normal",
+    "uniform",
+]
+
+#: Version of the value recipe. It changes only when the numbers a seed produces change.
+SPEC_VERSION = 1
+
+_MASK64 = (1 << 64) - 1
+_TWO_M53 = 2.0**-53
+_TWO_M54 = 2.0**-54
+
+_lock = threading.Lock()
+_default_seed: int | None = None
+
+
+def _check_seed(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MASK64:
+        raise ValueError(
+            f"a seed must be an integer in [0, 2**64); received {value!r}. "
+            "Pass e.g. deferral.seed(0)."
+        )
+    return value
+
+
+def seed(value: int) -> None:
+    """Set the default seed used by ``initialize()`` calls that give none.
+
+    Example:
+        >>> import deferral
+        >>> deferral.seed(42)
+        >>> deferral.get_seed()
+        42
+    """
+    global _default_seed
+    checked = _check_seed(value)
+    with _lock:
+        _default_seed = checked
+
+
+def get_seed() -> int | None:
+    """Return the default seed set by :func:`seed`, or ``None`` when none was set."""
+    return _default_seed
+
+
+def fresh_seed() -> int:
+    """Draw a new random seed (63 bits, so it prints and round-trips everywhere)."""
+    return secrets.randbits(63)
+
+
+def derive_key(seed_value: int, path: str) -> tuple[int, int]:
+    """Return the two 64-bit Philox key words for the parameter at ``path``.
+
+    ``sha256(b"deferral/v1\\0" + decimal(seed) + b"\\0" + utf8(path))``; the first 16 bytes of the
+    digest, read as two little-endian 64-bit words, are the key.
+
+    Example:
+        >>> derive_key(0, "0.weight")[0] == derive_key(0, "0.weight")[0]
+        True
+    """
+    data = b"deferral/v1\x00" + str(_check_seed(seed_value)).encode() + b"\x00" + path.encode()
+    digest = hashlib.sha256(data).digest()
+    return int.from_bytes(digest[0:8], "little"), int.from_bytes(digest[8:16], "little")
+
+
+def raw_words(key: tuple[int, int], start: int, stop: int) -> np.ndarray:
+    """Return words ``start .. stop-1`` of the stream keyed by ``key`` as ``uint64``.
+
+    Word ``i`` is output word ``i % 4`` of Philox4x64-10 applied to the 256-bit counter
+    ``i // 4`` (little-endian words) with ``key``.
+    """
+    import numpy as np
+
+    if stop <= start:
+        return np.empty(0, dtype=np.uint64)
+    first_block = start // 4
+    # numpy's Philox increments its counter before producing a block.
+    counter = (first_block - 1) % (1 << 256)
+    words = [(counter >> (64 * i)) & _MASK64 for i in range(4)]
+    bitgen = np.random.Philox(
+        counter=np.array(words, dtype=np.uint64), key=np.array(key, dtype=np.uint64)
+    )
+    skip = start - 4 * first_block
+    out = bitgen.random_raw(stop - start + skip)
+    return out[skip:] if skip else out
+
+
+def _unit(words: np.ndarray) -> np.ndarray:
+    """``k * 2**-53`` for ``k = w >> 11``: uniform on [0, 1), exact in float64."""
+    return (words >> 11).astype("float64") * _TWO_M53
+
+
+def _open_unit(words: np.ndarray) -> np.ndarray:
+    """``(2k + 1) * 2**-54`` for ``k = w >> 11``: uniform on (0, 1), never 0 or 1, exact."""
+    import numpy as np
+
+    return ((words >> 11).astype(np.float64) * 2.0 + 1.0) * _TWO_M54
+
+
+def uniform(words: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Uniform values on ``[low, high)``: ``low + (high - low) * u`` in float64."""
+    return low + (high - low) * _unit(words)
+
+
+# ---------------------------------------------------------------------------------------
+# The normal quantile, from + - * / sqrt and frexp only (Wichura 1988, AS 241, PPND16).
+
+_LN2 = 0.6931471805599453  # nearest double to ln 2
+_SQRT_HALF = 0.7071067811865476
+# 1 / (2k + 1), k = 0 .. 11, each the nearest double (Python float division).
+_ATANH_COEFFS = tuple(1.0 / (2 * k + 1) for k in range(12))
+
+_A = (3.387132872796366608, 133.14166789178437745, 1971.5909503065514427,
+      13731.693765509461125, 45921.953931549871457, 67265.770927008700853,
+      33430.575583588128105, 2509.0809287301226727)
+_B = (1.0, 42.313330701600911252, 687.1870074920579083, 5394.1960214247511077,
+      21213.794301586595867, 39307.89580009271061, 28729.085735721942674,
+      5226.495278852545925)
+_C = (1.42343711074968357734, 4.6303378461565452959, 5.7694972214606914055,
+      3.64784832476320460504, 1.27045825245236838258, 0.24178072517745061177,
+      0.0227238449892691845833, 7.7454501427834140764e-4)
+_D = (1.0, 2.05319162663775882187, 1.6763848301838038494, 0.68976733498510000455,
+      0.14810397642748007459, 0.0151986665636164571966, 5.475938084995344946e-4,
+      1.05075007164441684324e-9)
+_E = (6.6579046435011037772, 5.4637849111641143699, 1.7848265399172913358,
+      0.29656057182850489123, 0.026532189526576123093, 0.0012426609473880784386,
+      2.71155556874348757815e-5, 2.01033439929228813265e-7)
+_F = (1.0, 0.59983220655588793769, 0.13692988092273580531, 0.0148753612908506148525,
+      7.868691311456132591e-4, 1.8463183175100546818e-5, 1.4215117583164458887e-7,
+      2.04426310338993978564e-15)
+
+# Standard normal CDF at -2 and the mass inside [-2, 2] (nearest doubles).
+_PHI_M2 = 0.022750131948179195
+_PHI_MASS2 = 0.9544997361036416
+
+
+def _poly(coeffs: tuple[float, ...], x: np.ndarray) -> np.ndarray:
+    """Horner's rule, highest coefficient first, no fused multiply-add."""
+    acc = coeffs[-1] * x
+    for c in reversed(coeffs[1:-1]):
+        acc = (acc + c) * x
+    return acc + coeffs[0]
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    """Natural log of positive finite float64 values from basic operations only."""
+    import numpy as np
+
+    m, e = np.frexp(x)  # x = m * 2**e, m in [0.5, 1): exact
+    small = m < _SQRT_HALF
+    m = np.where(small, m * 2.0, m)  # exact
+    e = (e - small).astype(np.float64)
+    f = m - 1.0  # exact (Sterbenz)
+    s = f / (f + 2.0)
+    s2 = s * s
+    series = _poly(_ATANH_COEFFS, s2)
+    return e * _LN2 + (s + s) * series
+
+
+def _normal_quantile(p: np.ndarray) -> np.ndarray:
+    """Inverse of the standard normal CDF for p in (0, 1), relative error about 1e-16."""
+    import numpy as np
+
+    q = p - 0.5
+    central = np.abs(q) <= 0.425
+    out = np.empty_like(p)
+    if central.any():
+        qc = q[central]
+        r = 0.180625 - qc * qc
+        out[central] = qc * _poly(_A, r) / _poly(_B, r)
+    tail = ~central
+    if tail.any():
+        qt = q[tail]
+        pt = p[tail]
+        r = np.where(qt < 0.0, pt, 1.0 - pt)
+        r = np.sqrt(-_log(r))
+        near = r <= 5.0
+        z = np.empty_like(r)
+        rn = r[near] - 1.6
+        z[near] = _poly(_C, rn) / _poly(_D, rn)
+        rf = r[~near] - 5.0
+        z[~near] = _poly(_E, rf) / _poly(_F, rf)
+        out[tail] = np.where(qt < 0.0, -z, z)
+    return out
+
+
+def normal(words: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Normal values: ``mean + std * quantile((2k + 1) * 2**-54)`` in float64."""
+    return mean + std * _normal_quantile(_open_unit(words))
+
+
+def truncated_normal(words: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Normal values cut at two standard deviations, by inverting the truncated CDF.
+
+    ``p = PHI(-2) + MASS2 * u`` with ``u = (2k + 1) * 2**-54``; ``z = quantile(p)``, clipped
+    to [-2, 2] against rounding; the value is ``mean + std * z``.
+    """
+    import numpy as np
+
+    p = _PHI_M2 + _PHI_MASS2 * _open_unit(words)
+    z = np.clip(_normal_quantile(p), -2.0, 2.0)
+    return mean + std * z
+
+
+def check_quantile_accuracy() -> float:
+    """Largest absolute error of the quantile against ``statistics.NormalDist`` on a grid.
+
+    Used by the tests; the recipe's accuracy is part of its documentation.
+    """
+    import statistics
+
+    import numpy as np
+
+    grid = np.concatenate([np.linspace(1e-12, 1 - 1e-12, 2001), np.geomspace(1e-300, 1e-3, 200)])
+    ours = _normal_quantile(grid)
+    ref = np.array([statistics.NormalDist().inv_cdf(float(x)) for x in grid])
+    return float(np.max(np.abs(ours - ref) / np.maximum(1.0, np.abs(ref))))

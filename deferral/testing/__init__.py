@@ -1,0 +1,1 @@
+"""Reusable checks for backend plugins (grows into the conformance suite)."""
