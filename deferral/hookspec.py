@@ -179,8 +179,12 @@ def deferral_is_native(value: Any) -> bool | None:
 def deferral_to_native(value: Any, dtype: str | None, device: str) -> Any:
     """Convert a forward-pass input (a native array or a NumPy array) to a native array.
 
-    ``dtype`` is the model's parameter dtype (``None`` keeps the input's). Return ``None`` for
-    anything else; the core then raises a ``TypeError`` naming the layer.
+    Called for every positional argument of a model's outermost call, so keep it cheap for
+    native inputs. ``dtype`` is the model's parameter dtype (``None`` keeps the input's): a
+    *floating* NumPy input is cast to it, integer inputs keep their dtype, and native inputs
+    are returned unchanged (as the framework itself would). NumPy inputs are placed on
+    ``device``. Return ``None`` for anything that is not an array; the core then raises a
+    ``TypeError`` naming the layer (for the first argument) or passes the value through.
     """
 
 

@@ -358,8 +358,28 @@ class Parameter:
         self._data = backend.materialize(request)
         EPOCH.bump()
 
+    # -- copying: values travel as host arrays, so every backend's parameters pickle ---------
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        state = dict(self.__dict__)
+        if self._data is not None and self._intent is not None:
+            from . import registry
+
+            state["_data"] = ("host", registry.load_backend(self._intent.backend).to_numpy(self._data))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        data = state.get("_data")
+        intent = state.get("_intent")
+        if isinstance(data, tuple) and len(data) == 2 and data[0] == "host" and intent is not None:
+            from . import registry
+            from ._dtypes import round_to
+
+            backend = registry.load_backend(intent.backend)
+            host = round_to(data[1].astype("float64"), intent.dtype)
+            state["_data"] = backend.parameter_from_numpy(
+                host, intent.dtype, intent.device, state.get("trainable", True)
+            )
+        self.__dict__.update(state)
 
 
 class ParameterDict(Mapping[str, Parameter]):

@@ -168,6 +168,18 @@ class Block:
         """
         return self.collect_params().get_weights()
 
+    def parameters(self, trainable_only: bool = True) -> list[Any]:
+        """The backend-native parameter objects, for the framework's optimizer.
+
+        ``torch.optim.SGD(net.parameters(), lr=0.1)`` on PyTorch (``torch.nn.Parameter``);
+        ``tape.gradient(loss, net.parameters())`` on TensorFlow (``tf.Variable``). A shared
+        parameter appears once.
+
+        Raises:
+            DeferredInitializationError: before the parameters are materialized.
+        """
+        return [p.data() for p in self.collect_params().values() if p.trainable or not trainable_only]
+
     # -- calling -----------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Compute the block's output with :mod:`deferral.ops`. Subclasses implement it."""

@@ -1,0 +1,1 @@
+"""The tensorflow backend of deferral (being written)."""
