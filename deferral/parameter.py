@@ -240,6 +240,11 @@ class Parameter:
                 f"Parameter {self.name!r} has not been initialized (shape {self._shape}): "
                 f"initialize() was not called. {fix}."
             )
+        if self.shape_known:
+            return (
+                f"Parameter {self.name!r} (shape {self._shape}) is deferred with its layer, "
+                "whose other parameters' shapes are not known yet. Run one forward pass (net(x))."
+            )
         return (
             f"Parameter {self.name!r} is deferred: initialize() was called, but its shape "
             f"{self._shape} is not known yet (-1 marks unknown dimensions). Run one forward pass "

@@ -1,1 +1,223 @@
-"""The torch backend of deferral (being written)."""
+"""The PyTorch backend of deferral: parameters are ``torch.nn.Parameter`` on CPU or CUDA.
+
+Registered through the ``deferral.backends`` entry point ``torch``. Importing this module
+imports no framework (``deferral.available_backends()`` loads it to read its
+:class:`~deferral.hookspec.BackendInfo`); torch is imported inside the hooks, when the backend
+is selected for a model. The values come from the core's recipe: materialization copies the
+host reference values, chunk by chunk, into a tensor allocated on the target device, so every
+device gets the NumPy backend's bits.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+import deferral
+from deferral.hookspec import BackendInfo, MaterializeRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "deferral_backend_info",
+    "deferral_canonical_device",
+    "deferral_is_native",
+    "deferral_materialize",
+    "deferral_ops",
+    "deferral_parameter_from_numpy",
+    "deferral_to_native",
+    "deferral_to_numpy",
+]
+
+_INFO = BackendInfo(
+    name="torch",
+    requires=("torch",),
+    install='pip install "deferral[torch]"',
+    dtypes=("float16", "bfloat16", "float32", "float64"),
+    default_device="cpu",
+    supports_cuda=True,
+)
+
+#: Elements computed on the host and copied to the device per step of materialization; the
+#: extra memory materialization needs is one such chunk, never a second copy of the parameter.
+CHUNK_ELEMENTS = 1 << 22
+
+_DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
+_ACCEPTED = "'cpu', 'cuda' (the current CUDA device) or 'cuda:N' (also as a torch.device)"
+
+
+@deferral.hookimpl
+def deferral_backend_info() -> BackendInfo:
+    """Describe the backend (imports nothing)."""
+    return _INFO
+
+
+@deferral.hookimpl
+def deferral_ops() -> Any:
+    """Return the torch op namespace (imports torch)."""
+    from . import _ops
+
+    return _ops
+
+
+@deferral.hookimpl
+def deferral_is_native(value: Any) -> bool:
+    """True for a ``torch.Tensor`` (``nn.Parameter`` included); never imports torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+@deferral.hookimpl
+def deferral_canonical_device(device: Any) -> str:
+    """Validate a device and return ``"cpu"`` or ``"cuda:N"`` (``None`` means ``"cpu"``).
+
+    Accepts ``"cpu"``, ``"cuda"`` (the current CUDA device), ``"cuda:N"`` and the same as a
+    ``torch.device``.
+
+    Raises:
+        ValueError: for any other spelling (listing the accepted ones), or a CUDA device this
+            process cannot use: CUDA unavailable, or an index past the last device.
+    """
+    if device is None:
+        return "cpu"
+    text = device if isinstance(device, str) else str(device)
+    match = _DEVICE.fullmatch(text.strip())
+    if match is None or (match[1] == "cpu" and match[2] is not None):
+        raise ValueError(
+            f"the torch backend cannot place parameters on device {device!r}. "
+            f"Use one of: {_ACCEPTED}."
+        )
+    if match[1] == "cpu":
+        return "cpu"
+    return _cuda_device(text, None if match[2] is None else int(match[2]))
+
+
+def _cuda_device(asked: str, index: int | None) -> str:
+    """Check that CUDA device ``index`` (``None``: the current one) exists; return ``cuda:N``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device {asked!r} was requested, but CUDA is not available to PyTorch "
+            f"{torch.__version__} in this process (torch.cuda.is_available() is False; "
+            f"built with CUDA: {torch.version.cuda or 'no'}). Use device='cpu', or run on a "
+            "machine with an NVIDIA GPU and a CUDA build of PyTorch."
+        )
+    count = torch.cuda.device_count()
+    if index is None:
+        index = torch.cuda.current_device()
+    if index >= count:
+        existing = ", ".join(f"cuda:{i}" for i in range(count))
+        raise ValueError(
+            f"device {asked!r} does not exist: this process sees {count} CUDA device(s) "
+            f"({existing}). Use one of those, or 'cuda' for the current device."
+        )
+    return f"cuda:{index}"
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, dtype)  # float16, bfloat16, float32, float64 are torch's names too
+
+
+def _host_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
+    """Wrap host values already of ``dtype`` (uint16 bits for bfloat16) as a CPU tensor.
+
+    Shares memory with ``array`` when it is writable, contiguous and native-endian; copies
+    otherwise (``torch.from_numpy`` rejects or warns about the rest).
+    """
+    import numpy as np
+    import torch
+
+    from deferral._dtypes import round_to
+
+    wanted = np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
+    if array.dtype != wanted:
+        array = round_to(np.asarray(array, dtype=np.float64), dtype)
+    if not (array.flags.writeable and array.flags.c_contiguous):
+        array = np.array(array, order="C")
+    if dtype == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+@deferral.hookimpl
+def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
+    """Allocate the parameter on its device and fill it from the host reference in chunks.
+
+    The tensor is created with ``torch.empty`` directly on ``request.device``; each chunk of
+    :data:`CHUNK_ELEMENTS` values is computed on the host (already rounded to the dtype) and
+    copied in, so the bits equal the NumPy backend's and the extra memory is one chunk.
+    """
+    import torch
+
+    values = torch.empty(request.shape, dtype=_torch_dtype(request.dtype), device=request.device)
+    flat = values.view(-1)
+    size = request.size
+    # The orthogonal recipe factorises the whole matrix for any slice of it: one pass.
+    step = size if request.recipe.kind == "orthogonal" else CHUNK_ELEMENTS
+    for start in range(0, size, step):
+        stop = min(start + step, size)
+        flat[start:stop].copy_(_host_tensor(request.host_values(start, stop), request.dtype))
+    return torch.nn.Parameter(values, requires_grad=request.trainable)
+
+
+@deferral.hookimpl
+def deferral_parameter_from_numpy(
+    array: np.ndarray, dtype: str, device: str, trainable: bool
+) -> torch.nn.Parameter:
+    """A ``torch.nn.Parameter`` on ``device`` holding a copy of ``array``.
+
+    ``array`` is of ``dtype`` (``uint16`` bit patterns for bfloat16); other floating arrays
+    are rounded to it once, the way the core rounds reference values.
+    """
+    import numpy as np
+
+    host = _host_tensor(np.asarray(array), dtype)
+    return _parameter(host.to(device=device, copy=True), trainable)
+
+
+def _parameter(values: torch.Tensor, trainable: bool) -> torch.nn.Parameter:
+    import torch
+
+    return torch.nn.Parameter(values, requires_grad=trainable)
+
+
+@deferral.hookimpl
+def deferral_to_native(value: Any, dtype: str | None, device: str) -> torch.Tensor | None:
+    """Return a tensor for a forward-pass input, or ``None`` for a non-array.
+
+    A ``torch.Tensor`` is returned unchanged. A NumPy array goes to ``device``; a floating one
+    is cast to ``dtype`` (the model's), integer and boolean ones keep their dtype.
+    """
+    if deferral_is_native(value):
+        return value
+    import numpy as np
+
+    if not isinstance(value, np.ndarray):
+        return None
+    import torch
+
+    if not (value.flags.writeable and value.flags.c_contiguous and value.dtype.isnative):
+        value = np.array(value, order="C", dtype=value.dtype.newbyteorder("="))
+    tensor = torch.from_numpy(value)
+    target = _torch_dtype(dtype) if dtype is not None and value.dtype.kind == "f" else tensor.dtype
+    return tensor.to(device=device, dtype=target)
+
+
+@deferral.hookimpl
+def deferral_to_numpy(value: Any) -> np.ndarray:
+    """A detached host NumPy copy of a tensor or parameter; bfloat16 becomes float32."""
+    import numpy as np
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        return np.array(value, copy=True)
+    tensor = value.detach()
+    dtype = torch.float32 if tensor.dtype == torch.bfloat16 else tensor.dtype
+    return tensor.to(device="cpu", dtype=dtype, copy=True).resolve_conj().resolve_neg().numpy()

@@ -69,10 +69,14 @@ class Dense(Block):
 
     def forward(self, x: Any) -> Any:
         shape = ops.shape(x)
-        weight = self.weight
-        if weight._data is None or len(shape) < 2 or shape[-1] != weight._shape[1]:
+        weight, bias = self.weight, self.bias
+        if (
+            weight._data is None
+            or (bias is not None and bias._data is None)
+            or len(shape) < 2
+            or shape[-1] != weight._shape[1]
+        ):
             self._check_input(shape)
-        bias = self.bias
         y = ops.linear(x, weight.data(), None if bias is None else bias.data())
         return y if self._act is None else self._act(y)
 

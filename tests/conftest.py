@@ -1,0 +1,36 @@
+"""Shared fixtures: every test starts with the default backend and no default seed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import deferral
+from deferral import random as drandom
+from deferral import registry
+
+
+@pytest.fixture(autouse=True)
+def _clean_defaults(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("DEFERRAL_BACKEND", raising=False)
+    seed, selected = drandom._default_seed, registry._selected
+    yield
+    drandom._default_seed, registry._selected = seed, selected
+
+
+@pytest.fixture
+def x20() -> np.ndarray:
+    return np.random.default_rng(0).uniform(size=(2, 20)).astype("float32")
+
+
+def snapshot(net: deferral.nn.Block) -> list[tuple[str, tuple[int, ...], str, bytes | None]]:
+    """Names, shapes, states and value bytes of every parameter: 'exactly as before'."""
+    out = []
+    for name, p in net.collect_params().items():
+        data = None
+        if p.initialized:
+            data = np.asarray(deferral.load_backend(p.backend).to_numpy(p.data())).tobytes()
+        out.append((name, p.shape, p.state, data))
+    return out

@@ -1,0 +1,61 @@
+"""The ``deferral`` console command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+import deferral
+from deferral import cli
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"deferral {deferral.__version__}"
+
+
+def test_demo_prints_the_three_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    stage2 = out.split("== 2.")[1].split("== 3.")[0]
+    stage4 = out.split("== 4.")[1].split("== 5.")[0]
+    stage5 = out.split("== 5.")[1]
+    assert re.search(r"0\.weight\s+shape=\(256, -1\)", stage2)
+    assert "DeferredInitializationError" in out.split("== 3.")[1]
+    assert not re.search(r"dtype=\S+\s+materialized", stage4) and re.search(r"1\.weight\s+shape=\(10, -1\)", stage4)
+    assert re.search(r"0\.weight\s+shape=\(256, 20\).*materialized", stage5)
+    assert re.search(r"1\.weight\s+shape=\(10, 256\).*materialized", stage5)
+    assert "Y.shape == (2, 10)" in stage5
+
+
+def test_demo_is_repeatable(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["demo", "--seed", "5"])
+    first = re.sub(r"\(\d+\.\d ms\)", "", capsys.readouterr().out)
+    cli.main(["demo", "--seed", "5"])
+    assert re.sub(r"\(\d+\.\d ms\)", "", capsys.readouterr().out) == first
+
+
+def test_unknown_backend_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--backend", "jax"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("deferral: error: unknown backend 'jax'")
+
+
+def test_backends_lists_numpy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["backends"]) == 0
+    assert "numpy" in capsys.readouterr().out.split()
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_console_script_and_module_entry() -> None:
+    out = subprocess.run([sys.executable, "-m", "deferral", "demo"], capture_output=True, text=True, check=True)
+    assert "Y.shape == (2, 10)" in out.stdout
