@@ -223,7 +223,7 @@ class Normal(Initializer):
 
 
 class TruncatedNormal(Initializer):
-    """Normal with mean 0 and std ``sigma``, cut at two ``sigma`` (values lie in [-2σ, 2σ])."""
+    """Normal with mean 0 and std ``sigma``, cut at two ``sigma`` (values lie in ``[-2 sigma, 2 sigma]``)."""
 
     aliases = ("truncated_normal", "trunc_normal")
 
@@ -340,7 +340,7 @@ _BY_NAME: dict[str, type[Initializer]] = {
 }
 
 #: What :func:`create` accepts: an initializer, a known name, or ``None``.
-InitializerLike = Union[Initializer, str, None]
+InitializerLike = Union[Initializer, str, None]  # noqa: UP007 - a runtime alias on 3.10
 
 
 def known_names() -> list[str]:

@@ -184,7 +184,7 @@ def concat(arrays: Sequence[Array], axis: int = 0) -> Array:
     return _ops(arrays[0]).concat(arrays, axis)
 
 
-def sum(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:  # noqa: A001
+def sum(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
     """Sum over ``axis`` (all axes when None)."""
     return _ops(x).sum(x, axis, keepdims)
 

@@ -113,7 +113,7 @@ def test_group_initializers() -> None:
     net = mlp()
     net.collect_params(".*weight").initialize(init.Normal(0.5), seed=0)
     net.collect_params(".*bias").initialize(init.Ones(), seed=0)
-    w0, b0, w1, b1 = run(net)
+    w0, b0, _, b1 = run(net)
     assert np.all(b0 == 1) and np.all(b1 == 1)
     assert net[0].weight.init == init.Normal(0.5)
     assert 0.3 < w0.std() < 0.7
@@ -122,7 +122,7 @@ def test_group_initializers() -> None:
 def test_block_initialize_keeps_layers_own_initializers() -> None:
     net = nn.Sequential([nn.Dense(8, weight_initializer="ones"), nn.Dense(3, bias_initializer=init.Constant(2.0))])
     net.initialize(init.Normal(0.01), seed=0)
-    w0, b0, w1, b1 = run(net)
+    w0, b0, _, b1 = run(net)
     assert np.all(w0 == 1) and np.all(b0 == 0) and np.all(b1 == 2)
     assert net[1].weight.init == init.Normal(0.01)
 

@@ -93,7 +93,7 @@ def test_parameter_dict_mapping_and_repr() -> None:
     net = nn.Sequential([nn.Dense(4), nn.Dense(2)])
     params = net.collect_params()
     assert len(params) == 4 and "0.bias" in params and params["1.weight"] is net[1].weight
-    with pytest.raises(KeyError, match="Known: 0.weight"):
+    with pytest.raises(KeyError, match=r"Known: 0\.weight"):
         params["2.weight"]
     lines = repr(params).splitlines()
     assert lines[0] == "ParameterDict(" and lines[-1] == ")"
@@ -143,7 +143,7 @@ def test_sequential_indexing_len_iteration_nesting() -> None:
     assert isinstance(sub, nn.Sequential) and list(sub) == [a, b]
     with pytest.raises(IndexError, match="3 blocks"):
         net[5]
-    with pytest.raises(TypeError, match="expected a deferral.nn.Block"):
+    with pytest.raises(TypeError, match=r"expected a deferral\.nn\.Block"):
         net.add("dense")  # type: ignore[arg-type]
     net.initialize(seed=0)
     assert net(np.ones((2, 4), dtype="float32")).shape == (2, 1)

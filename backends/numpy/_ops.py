@@ -81,7 +81,7 @@ def concat(arrays: list[np.ndarray], axis: int = 0) -> np.ndarray:
     return np.concatenate(arrays, axis=axis)
 
 
-def sum(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:  # noqa: A001
+def sum(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
     return np.sum(x, axis=axis, keepdims=keepdims)
 
 
