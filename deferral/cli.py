@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ._version import __version__
 
-__all__ = ["demo", "main"]
+__all__ = ["compare", "demo", "main"]
 
 
 def _section(title: str) -> None:
@@ -62,6 +62,80 @@ def demo(backend: str | None = None, seed: int = 0) -> None:
     print(f"0.weight[0, :4] = {np.array2string(w[0, :4], precision=6)}")
 
 
+def _chapter_net(weight_init: str | None = None) -> object:
+    from . import nn
+
+    return nn.Sequential(
+        [nn.Dense(256, activation="relu", weight_initializer=weight_init), nn.Dense(10, weight_initializer=weight_init)]
+    )
+
+
+def compare(seed: int = 0, dtype: str = "float32", weight_init: str | None = None,
+            backends: Sequence[str] | None = None) -> bool:
+    """Initialize the demo model on every installed backend and compare parameter bits.
+
+    The reference is the NumPy backend in ``dtype`` (for bfloat16, which NumPy lacks, its
+    float32 values rounded once, as the value spec defines). Prints one row per parameter with
+    ``match``/``DIFFER`` per backend, and the largest forward-output difference. Returns True
+    when every bit matches.
+    """
+    import numpy as np
+
+    from . import registry
+    from ._dtypes import float32_to_bfloat16_bits
+
+    names = list(backends) if backends else registry.available_backends()
+    x = np.random.default_rng(seed).uniform(size=(2, 20)).astype("float32")
+
+    def run(name: str, run_dtype: str) -> tuple[list[np.ndarray], np.ndarray]:
+        backend = registry.load_backend(name)
+        net = _chapter_net(weight_init)
+        net.initialize(seed=seed, dtype=run_dtype, backend=name)  # type: ignore[attr-defined]
+        y = np.asarray(backend.to_numpy(net(x)), dtype=np.float64)  # type: ignore[operator]
+        return net.get_weights(), y  # type: ignore[attr-defined]
+
+    def bits(a: np.ndarray) -> np.ndarray:
+        if dtype == "bfloat16":
+            return float32_to_bfloat16_bits(a.astype(np.float32))
+        return a.astype(dtype).view(np.dtype(f"u{np.dtype(dtype).itemsize}"))
+
+    ref_dtype = "float32" if dtype == "bfloat16" else dtype
+    ref_w, ref_y = run("numpy", ref_dtype)
+    results: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        if dtype not in registry.load_backend(name).info.dtypes:
+            skipped[name] = f"no {dtype}"
+        else:
+            results[name] = (ref_w, ref_y) if name == "numpy" else run(name, dtype)
+
+    params = list(_chapter_net().collect_params())  # type: ignore[attr-defined]
+    rounded = " rounded to bfloat16" if dtype == "bfloat16" else ""
+    print(f"seed {seed}, dtype {dtype}, weight initializer {weight_init or 'default (xavier_uniform)'}; "
+          f"reference: the numpy backend in {ref_dtype}{rounded}")
+    cols = list(results)
+    width = max(len(p) for p in params) + 2
+    print(f"{'parameter':<{width}}{'shape':<13}" + "".join(f"{c:<12}" for c in cols))
+    all_match = True
+    for i, pname in enumerate(params):
+        cells = []
+        for c in cols:
+            same = bool(np.array_equal(bits(results[c][0][i]), bits(ref_w[i])))
+            all_match &= same
+            cells.append("match" if same else "DIFFER")
+        print(f"{pname:<{width}}{str(ref_w[i].shape):<13}" + "".join(f"{cell:<12}" for cell in cells))
+    for c in cols:
+        diff = float(np.max(np.abs(results[c][1] - ref_y)))
+        print(f"forward output, {c} vs reference: max |difference| = {diff:.3g}")
+    for c, why in skipped.items():
+        print(f"{c}: skipped ({why})")
+    if not cols:
+        print("no backend supports this dtype")
+        return False
+    print("all parameter bits match" if all_match else "SOME PARAMETERS DIFFER")
+    return all_match
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deferral`` console command."""
     parser = argparse.ArgumentParser(
@@ -72,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="walk through deferred initialization (the seed chapter)")
     p_demo.add_argument("--backend", default=None, help="backend name (default: the default backend)")
     p_demo.add_argument("--seed", type=int, default=0, help="seed for the parameters (default 0)")
+    p_cmp = sub.add_parser("compare", help="initialize the demo model on every installed backend; compare bits")
+    p_cmp.add_argument("--seed", type=int, default=0)
+    p_cmp.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"])
+    p_cmp.add_argument("--init", default=None, help="weight initializer name (default: xavier_uniform)")
+    p_cmp.add_argument("--backends", nargs="*", default=None, help="backends to compare (default: all installed)")
     sub.add_parser("backends", help="list the installed backends")
     args = parser.parse_args(argv)
     from .errors import DeferralError
@@ -79,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             demo(args.backend, args.seed)
+        elif args.command == "compare":
+            return 0 if compare(args.seed, args.dtype, args.init, args.backends) else 1
         elif args.command == "backends":
             from .registry import available_backends
 

@@ -59,3 +59,36 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_script_and_module_entry() -> None:
     out = subprocess.run([sys.executable, "-m", "deferral", "demo"], capture_output=True, text=True, check=True)
     assert "Y.shape == (2, 10)" in out.stdout
+
+
+def test_compare_reports_matches_and_differences(capsys: pytest.CaptureFixture[str]) -> None:
+    from typing import Any
+
+    from deferral import registry
+    from tests.test_registry import _plugin
+
+    @deferral.hookimpl
+    def deferral_materialize(request: Any) -> Any:
+        values = request.host_values().reshape(request.shape).copy()
+        if request.name == "1.weight":
+            values.view("uint32")[0, 0] ^= 1  # flip the lowest bit of one element
+        return values
+
+    registry.register_backend(_plugin("twin"))
+    registry.register_backend(_plugin("liar", deferral_materialize=deferral_materialize))
+    try:
+        assert cli.main(["compare", "--backends", "numpy", "twin"]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"0\.weight\s+\(256, 20\)\s+match\s+match", out)
+        assert "all parameter bits match" in out
+        assert cli.main(["compare", "--backends", "numpy", "twin", "liar", "--init", "he_normal"]) == 1
+        out = capsys.readouterr().out
+        assert re.search(r"1\.weight\s+\(10, 256\)\s+match\s+match\s+DIFFER", out)
+        assert re.search(r"0\.weight\s+\(256, 20\)\s+match\s+match\s+match", out)
+        assert "SOME PARAMETERS DIFFER" in out
+        assert cli.main(["compare", "--dtype", "bfloat16", "--backends", "numpy", "twin"]) == 1
+        out = capsys.readouterr().out
+        assert "numpy: skipped (no bfloat16)" in out and "no backend supports this dtype" in out
+    finally:
+        registry.unregister_backend("twin")
+        registry.unregister_backend("liar")
