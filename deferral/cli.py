@@ -123,7 +123,7 @@ def compare(seed: int = 0, dtype: str = "float32", weight_init: str | None = Non
             same = bool(np.array_equal(bits(results[c][0][i]), bits(ref_w[i])))
             all_match &= same
             cells.append("match" if same else "DIFFER")
-        print(f"{pname:<{width}}{str(ref_w[i].shape):<13}" + "".join(f"{cell:<12}" for cell in cells))
+        print(f"{pname:<{width}}{ref_w[i].shape!s:<13}" + "".join(f"{cell:<12}" for cell in cells))
     for c in cols:
         diff = float(np.max(np.abs(results[c][1] - ref_y)))
         print(f"forward output, {c} vs reference: max |difference| = {diff:.3g}")

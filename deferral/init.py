@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Union
@@ -101,8 +102,13 @@ class Recipe:
         raise InitializerError(f"unknown recipe kind {self.kind!r}")
 
 
+@functools.lru_cache(maxsize=1)
 def _orthogonal(key: tuple[int, int], shape: Shape, gain: float) -> np.ndarray:
-    """A (semi-)orthogonal matrix from the QR factorisation of a normal draw."""
+    """A (semi-)orthogonal matrix from the QR factorisation of a normal draw.
+
+    The factorisation needs the whole matrix, so a backend filling a parameter in chunks
+    would redo it per chunk: the last result is cached (read-only).
+    """
     import numpy as np
 
     rows = shape[0] if shape else 1
@@ -115,7 +121,9 @@ def _orthogonal(key: tuple[int, int], shape: Shape, gain: float) -> np.ndarray:
     q = q * np.where(np.diagonal(r) < 0, -1.0, 1.0)
     if rows < cols:
         q = q.T
-    return gain * q
+    out = gain * q
+    out.flags.writeable = False
+    return out
 
 
 class Initializer:

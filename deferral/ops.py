@@ -186,9 +186,13 @@ def concat(arrays: Sequence[Array], axis: int = 0) -> Array:
 
 def sum(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
     """Sum over ``axis`` (all axes when None)."""
-    return _ops(x).sum(x, axis, keepdims)
+    return _ops(x).sum(x, _axes(axis), keepdims)
 
 
 def mean(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
     """Mean over ``axis`` (all axes when None)."""
-    return _ops(x).mean(x, axis, keepdims)
+    return _ops(x).mean(x, _axes(axis), keepdims)
+
+
+def _axes(axis: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
+    return axis if axis is None or isinstance(axis, int) else tuple(axis)

@@ -115,3 +115,15 @@ def test_initializers_compare_and_print() -> None:
     assert repr(init.KaimingNormal()) == "KaimingNormal(gain=1.4142135623730951, mode='fan_in')"
     assert repr(init.Zeros()) == "Zeros()"
     assert len({init.Ones(), init.Ones()}) == 1
+
+
+def test_orthogonal_chunks_factorise_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    qr = np.linalg.qr
+    monkeypatch.setattr(np.linalg, "qr", lambda a: calls.append(a.shape) or qr(a))
+    shape = (7, 5)
+    recipe = init.Orthogonal().recipe(shape)
+    key = derive_key(123, "chunked")
+    chunks = [recipe.values(key, shape, s, min(s + 4, 35)) for s in range(0, 35, 4)]
+    assert calls == [(7, 5)]
+    assert np.array_equal(np.concatenate(chunks), recipe.values(key, shape, 0, 35))

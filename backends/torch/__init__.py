@@ -103,8 +103,9 @@ def _cuda_device(asked: str, index: int | None) -> str:
     if not torch.cuda.is_available():
         raise ValueError(
             f"device {asked!r} was requested, but CUDA is not available to PyTorch "
-            f"{torch.__version__} in this process (torch.cuda.is_available() is False; "
-            f"built with CUDA: {torch.version.cuda or 'no'}). Use device='cpu', or run on a "
+            f"{torch.__version__} in this process: torch.cuda.is_available() is False, so no "
+            f"CUDA device exists here (built with CUDA: {torch.version.cuda or 'no'}); only 'cpu' "
+            "does. Use device='cpu', or run on a "
             "machine with an NVIDIA GPU and a CUDA build of PyTorch."
         )
     count = torch.cuda.device_count()
@@ -159,10 +160,8 @@ def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
     values = torch.empty(request.shape, dtype=_torch_dtype(request.dtype), device=request.device)
     flat = values.view(-1)
     size = request.size
-    # The orthogonal recipe factorises the whole matrix for any slice of it: one pass.
-    step = size if request.recipe.kind == "orthogonal" else CHUNK_ELEMENTS
-    for start in range(0, size, step):
-        stop = min(start + step, size)
+    for start in range(0, size, CHUNK_ELEMENTS):
+        stop = min(start + CHUNK_ELEMENTS, size)
         flat[start:stop].copy_(_host_tensor(request.host_values(start, stop), request.dtype))
     return torch.nn.Parameter(values, requires_grad=request.trainable)
 

@@ -118,7 +118,7 @@ def _dims(axis: Axis) -> int | tuple[int, ...] | None:
     return tuple(int(a) for a in axis)
 
 
-def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (an int, a tuple, or None for every axis).
 
     ``axis=()`` reduces nothing, as in NumPy (torch would read an empty tuple as "all").

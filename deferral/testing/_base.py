@@ -29,6 +29,10 @@ class ConformanceBase:
     #: Tolerances of forward ops against the NumPy backend, on float32 inputs.
     op_rtol: ClassVar[float] = 1e-5
     op_atol: ClassVar[float] = 1e-6
+    #: Tolerances of a forward pass on a CUDA device against the NumPy backend (other kernels,
+    #: other summation orders).
+    cuda_rtol: ClassVar[float] = 1e-4
+    cuda_atol: ClassVar[float] = 1e-5
     #: Seeds the value checks use (both ends of the 64-bit range included).
     seeds: ClassVar[tuple[int, ...]] = (0, 20240531, 2**64 - 1)
     #: How many threads make the concurrent first call.
@@ -79,7 +83,7 @@ class ConformanceBase:
                 out.append(device)
         return out
 
-    def init(self, model: Block, seed: int = 0, **kwargs: Any) -> int:
+    def initialize(self, model: Block, seed: int = 0, **kwargs: Any) -> int:
         """``model.initialize(seed=seed, backend=self.backend, **kwargs)``."""
         return model.initialize(seed=seed, backend=self.backend, **kwargs)
 

@@ -52,7 +52,7 @@ class DiscoveryChecks(ConformanceBase):
         net = Dense(4, in_units=3)
         before = snapshot(net)
         with pytest.raises(ValueError):
-            self.init(net, device=_INVALID_DEVICE)
+            self.initialize(net, device=_INVALID_DEVICE)
         assert snapshot(net) == before
 
     def test_unsupported_dtype_raises_type_error(self, under_test: Backend) -> None:
@@ -65,7 +65,7 @@ class DiscoveryChecks(ConformanceBase):
             net = Dense(4, in_units=3)
             before = snapshot(net)
             with pytest.raises(TypeError):
-                self.init(net, dtype=dtype)
+                self.initialize(net, dtype=dtype)
             assert snapshot(net) == before
         for dtype in under_test.info.dtypes:
             assert under_test.canonical_dtype(dtype) == dtype

@@ -46,13 +46,13 @@ def host_bits(host: np.ndarray, dtype: str, where: str = "value") -> np.ndarray:
     bfloat16 numbers (low 16 bits zero) and their high 16 bits are returned as ``uint16``.
     Every other dtype must come back as that very NumPy dtype.
     """
-    host = np.asarray(host)
+    host = np.asarray(host)  # copies below keep 0-d arrays 0-d (ascontiguousarray would not)
     if dtype == "bfloat16":
         assert host.dtype == np.float32, (
             f"{where}: to_numpy of a bfloat16 parameter must return float32 (deferral.hookspec); "
             f"received {host.dtype}"
         )
-        raw = np.ascontiguousarray(host).view(np.uint32)
+        raw = host.copy(order="C").view(np.uint32)
         assert not (raw & 0xFFFF).any(), (
             f"{where}: to_numpy returned float32 values that are not exact bfloat16 numbers"
         )
@@ -60,7 +60,7 @@ def host_bits(host: np.ndarray, dtype: str, where: str = "value") -> np.ndarray:
     assert host.dtype == np.dtype(dtype), (
         f"{where}: to_numpy of a {dtype} parameter returned dtype {host.dtype}"
     )
-    return np.ascontiguousarray(host).view(_UINT[dtype])
+    return host.copy(order="C").view(_UINT[dtype])
 
 
 def reference_request(param: Parameter, device: str = "cpu") -> MaterializeRequest:

@@ -1,0 +1,47 @@
+"""``BackendConformance``: every check a backend plugin must pass, in one reusable class."""
+
+from __future__ import annotations
+
+from ._discovery import DiscoveryChecks
+from ._lifecycle import LifecycleChecks
+from ._opchecks import OpChecks
+from ._robustness import RobustnessChecks
+from ._values import ValueChecks
+
+__all__ = ["BackendConformance"]
+
+
+class BackendConformance(DiscoveryChecks, ValueChecks, LifecycleChecks, RobustnessChecks, OpChecks):
+    """The conformance suite of a deferral backend, as a pytest base class.
+
+    Subclass it in a test module under a ``Test`` name and set :attr:`backend`; pytest then
+    runs every check against that backend. Nothing is collected from this class itself.
+
+    Checks (each test's docstring says what it proves):
+
+    * discovery: listed by ``available_backends()``, a truthful ``BackendInfo``, ValueError for
+      a bad device, TypeError for an undeclared dtype, conversions as the hookspec says;
+    * values: bit-identical to the host reference (and to the NumPy backend) for every
+      declared dtype and checked device, every built-in initializer, several shapes and seeds;
+      inserting a layer changes no other layer's values; CUDA when declared and present;
+    * life cycle: declared -> shaped -> materialized, re-initialization, bad inputs and shape
+      mismatches leave the model untouched, failed first calls roll back, tied parameters are
+      one native object;
+    * robustness: pickle and deepcopy keep every bit; concurrent first calls materialize once;
+    * ops: every name in ``deferral.ops.OP_NAMES`` agrees with the NumPy backend.
+
+    Class attributes a backend may override: :attr:`backend` (required), :attr:`devices`
+    (checked besides the default device), :attr:`op_rtol` / :attr:`op_atol`,
+    :attr:`cuda_rtol` / :attr:`cuda_atol`, :attr:`seeds`, :attr:`threads`. Override the
+    class-scoped fixture ``backend_environment`` to set up what the backend needs before any
+    check runs.
+
+    Example (a backend's ``tests/test_conformance.py``)::
+
+        from deferral.testing import BackendConformance
+
+        class TestMyBackend(BackendConformance):
+            backend = "mybackend"
+            devices = ("cpu", "gpu:1")
+            op_rtol = 1e-4
+    """
