@@ -70,4 +70,4 @@ def deferral_to_numpy(value: Any) -> Any:
 def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool) -> Any:
     import numpy as np
 
-    return np.ascontiguousarray(array, dtype=dtype).copy()
+    return np.array(array, dtype=dtype, order="C", copy=True)

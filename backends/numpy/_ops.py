@@ -82,8 +82,8 @@ def concat(arrays: list[np.ndarray], axis: int = 0) -> np.ndarray:
 
 
 def sum(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
-    return np.sum(x, axis=axis, keepdims=keepdims)
+    return np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
 
 
 def mean(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
-    return np.mean(x, axis=axis, keepdims=keepdims)
+    return np.asarray(np.mean(x, axis=axis, keepdims=keepdims))

@@ -41,7 +41,8 @@ class ConformanceBase:
     reference_backend_name: ClassVar[str] = "numpy"
 
     @pytest.fixture(scope="class")
-    def backend_environment(self) -> Iterator[None]:
+    @classmethod
+    def backend_environment(cls) -> Iterator[None]:
         """Prepare what the backend needs for the whole class; the default does nothing.
 
         Override it (same name, same scope) to install a distribution, set environment

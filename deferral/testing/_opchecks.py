@@ -108,8 +108,7 @@ class OpChecks(ConformanceBase):
                     assert all(type(d) is int for d in got), f"{where}: dimensions must be Python ints: {got!r}"
                     continue
                 want = np.asarray(reference.to_numpy(expected))
-                if want.ndim > 0:
-                    assert under_test.is_native(got), f"{where}: returned {type(got).__name__}, not a native array"
+                assert under_test.is_native(got), f"{where}: returned {type(got).__name__}, not a native array"
                 host = np.asarray(under_test.to_numpy(got))
                 assert host.shape == want.shape, f"{where}: shape {host.shape} != {want.shape}"
                 assert host.dtype == want.dtype, f"{where}: dtype {host.dtype} != {want.dtype}"

@@ -15,7 +15,7 @@ from ..hookspec import MaterializeRequest
 from ..nn import Block, Dense, Sequential
 from ..registry import Backend
 from ._base import ConformanceBase
-from ._models import TwoStage
+from ._models import ConcatHead
 from ._reference import assert_bits_equal, assert_matches_reference, param_bits, snapshot
 
 __all__ = ["RobustnessChecks"]
@@ -31,13 +31,19 @@ class RobustnessChecks(ConformanceBase):
 
     @pytest.mark.parametrize("how", sorted(_COPIERS))
     def test_copy_before_materialization(self, how: str, under_test: Backend, rng: np.random.Generator) -> None:
-        """A deferred model copied (pickle or deepcopy) keeps every parameter's state and intent;
-        the copy and the original then materialize the same bits and compute the same output."""
-        net = TwoStage()
+        """A partly deferred model (one layer materialized by initialize(), one waiting for
+        its input size) copied with pickle or deepcopy keeps every parameter's state, intent and
+        bits in new native objects; the copy and the original then materialize the same bits
+        and compute the same output."""
+        net = ConcatHead()
         self.initialize(net, seed=21)
         clone = _COPIERS[how](net)
-        assert snapshot(clone) == snapshot(net)
-        x = rng.standard_normal((2, 5)).astype(np.float32)
+        before = snapshot(net)
+        assert before["a.weight"].state == "declared" and before["b.weight"].state == "materialized"
+        assert snapshot(clone) == before
+        assert clone.b.weight.data() is not net.b.weight.data()
+        assert under_test.is_native(clone.b.weight.data())
+        x = rng.standard_normal((2, 4)).astype(np.float32)
         out, out_clone = self.host(under_test, net(x)), self.host(under_test, clone(x))
         np.testing.assert_array_equal(out_clone, out)
         for path, param in net.collect_params().items():
