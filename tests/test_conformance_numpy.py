@@ -5,9 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
-from deferral.registry import Backend
 from deferral.testing import BackendConformance
 
 
