@@ -20,6 +20,11 @@ __all__ = [
 class DeferralError(Exception):
     """Root of every exception raised by deferral."""
 
+    # TensorFlow's AutoGraph re-raises unknown exceptions from a traced function as its own
+    # error type; this attribute makes it pass deferral's errors through unchanged, so
+    # ``except ShapeMismatchError`` works inside ``tf.function`` too.
+    ag_pass_through = True
+
 
 class DeferredInitializationError(DeferralError, RuntimeError):
     """A parameter's value was requested before it exists.

@@ -24,6 +24,7 @@ defaults in the core. ``docs/plugins.md`` walks through a complete backend.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,9 @@ PROJECT = "deferral"
 hookspec = pluggy.HookspecMarker(PROJECT)
 #: Marker for a backend's hook implementations: ``@deferral.hookimpl``.
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: Elements per chunk when a backend fills a parameter piecewise (4 Mi: 16 MiB of float32).
+CHUNK_ELEMENTS = 1 << 22
 
 #: Every floating dtype name the core knows, in the library's canonical spelling.
 DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -110,6 +114,16 @@ class MaterializeRequest:
         for d in self.shape:
             n *= d
         return n
+
+    def chunks(self, elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` ranges of at most ``elements`` covering the flat parameter.
+
+        Filling a parameter chunk by chunk from :meth:`host_values` keeps the extra host
+        memory to one chunk's temporaries instead of a second full copy.
+        """
+        size = self.size
+        for start in range(0, size, elements):
+            yield start, min(start + elements, size)
 
     def host_values(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Flat elements ``start .. stop-1`` as a NumPy array of the parameter's dtype.

@@ -10,11 +10,12 @@ import sys
 from typing import Any
 
 import deferral
-from deferral.hookspec import BackendInfo
+from deferral.hookspec import BackendInfo, MaterializeRequest
 
 __all__ = [
     "deferral_backend_info",
     "deferral_is_native",
+    "deferral_materialize",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
@@ -64,6 +65,18 @@ def deferral_to_numpy(value: Any) -> Any:
     import numpy as np
 
     return np.array(value, copy=True)
+
+
+@deferral.hookimpl
+def deferral_materialize(request: MaterializeRequest) -> Any:
+    """Allocate the array once and fill it chunk by chunk from the reference path."""
+    import numpy as np
+
+    out = np.empty(request.shape, dtype=request.dtype)
+    flat = out.reshape(-1)
+    for start, stop in request.chunks():
+        flat[start:stop] = request.host_values(start, stop)
+    return out
 
 
 @deferral.hookimpl

@@ -6,23 +6,34 @@ imports no TensorFlow: ``deferral.available_backends()`` loads it to read its
 backend is first selected for a model.
 
 Values come from the core's reference path (``MaterializeRequest.host_values``) and are copied
-into the variable unchanged, so they are bit-identical to the NumPy backend's; ``bfloat16``
-arrives as ``uint16`` bit patterns and is reinterpreted with ``tf.bitcast``. Large parameters
-are filled in row blocks, so the host never holds more than one block of values.
+into the variable bit for bit, so they equal the NumPy backend's; ``bfloat16`` arrives as
+``uint16`` bit patterns and is reinterpreted with ``tf.bitcast``. A large parameter is
+allocated once and filled in blocks of rows, so materializing it needs the variable plus one
+block, not two or three full copies.
+
+Variables are created under ``tf.init_scope()``: a model whose first call happens inside a
+``tf.function`` gets ordinary eager variables that the function captures.
 
 Devices are spelled the TensorFlow way: ``"/CPU:0"`` (the default) or ``"/GPU:N"``; ``"cpu"``,
-``"gpu"``, ``"cuda"`` and ``"cuda:N"`` are accepted too.
+``"gpu"``, ``"cuda"``, ``"cuda:N"`` (any case, with or without the leading ``/`` or a
+``/device:`` prefix) are accepted too.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import deferral
+from deferral._dtypes import float32_to_bfloat16_bits, round_to
 from deferral.hookspec import BackendInfo, MaterializeRequest
 
-from ._device import canonical_device
+if TYPE_CHECKING:
+    import numpy as np
+    import tensorflow as tf
 
 __all__ = [
     "deferral_backend_info",
@@ -44,6 +55,16 @@ _INFO = BackendInfo(
     supports_cuda=True,
 )
 
+#: Elements per block when filling a large parameter (8 MiB of float64 reference values).
+BLOCK_ELEMENTS = 1 << 20
+
+_DEVICE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
+_ACCEPTED = '"/CPU:0" (also "cpu", "CPU:0"), "/GPU:N" (also "gpu", "GPU:N", "cuda", "cuda:N")'
+
+# A function giving flat elements [start, stop) of a parameter, already in its dtype
+# (uint16 bit patterns for bfloat16).
+Source = Callable[[int, int], "np.ndarray"]
+
 
 @deferral.hookimpl
 def deferral_backend_info() -> BackendInfo:
@@ -59,12 +80,43 @@ def deferral_ops() -> Any:
 
 @deferral.hookimpl
 def deferral_canonical_device(device: str | None) -> str:
-    """Return ``"/CPU:0"`` or ``"/GPU:N"``.
+    """Return ``"/CPU:0"`` or ``"/GPU:N"`` for ``device`` (``None`` gives ``"/CPU:0"``).
+
+    Imports TensorFlow only to check that a requested GPU exists.
 
     Raises:
-        ValueError: for a spelling it does not know, or a GPU TensorFlow does not list.
+        ValueError: for a spelling not in the accepted forms, a CPU other than 0, or a GPU
+            that ``tf.config.list_physical_devices("GPU")`` does not list.
     """
-    return canonical_device(device)
+    if device is None:
+        return _INFO.default_device
+    match = _DEVICE.match(str(device).strip())
+    if match is None:
+        raise ValueError(
+            f"backend 'tensorflow' does not know the device {device!r}. Accepted forms: "
+            f"{_ACCEPTED}, e.g. initialize(device='/GPU:0')."
+        )
+    kind, index = match.group(1).lower(), int(match.group(2) or 0)
+    if kind == "cpu":
+        if index != 0:
+            raise ValueError(
+                f"backend 'tensorflow' places parameters on one CPU device, '/CPU:0'; "
+                f"received device={device!r}. Use device='/CPU:0' (or 'cpu')."
+            )
+        return "/CPU:0"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if index >= len(gpus):
+        found = ", ".join(f"/GPU:{i}" for i in range(len(gpus))) or "no GPU"
+        raise ValueError(
+            f"backend 'tensorflow': device {device!r} (/GPU:{index}) was requested, but "
+            f"TensorFlow lists {found}. Use device='/CPU:0'"
+            + (f" or one of {found}" if gpus else "")
+            + ", or install a CUDA build of TensorFlow (pip install \"tensorflow[and-cuda]\") "
+            "on a machine with an NVIDIA GPU."
+        )
+    return f"/GPU:{index}"
 
 
 @deferral.hookimpl
@@ -75,36 +127,128 @@ def deferral_is_native(value: Any) -> bool:
 
 @deferral.hookimpl
 def deferral_to_native(value: Any, dtype: str | None, device: str) -> Any:
-    """Return TF tensors and variables unchanged; put a NumPy array on ``device``.
+    """Return TF tensors and variables unchanged; turn a NumPy array into a tensor on ``device``.
 
-    A floating NumPy array is rounded to ``dtype`` on the host first, with the same rounding
-    as the NumPy backend (``bfloat16`` through the core's round-to-nearest-even). Anything
-    else gives ``None``.
+    A floating NumPy array is cast to ``dtype`` on the host first, as the NumPy backend casts
+    (``bfloat16`` rounds to nearest-even through float32). Integer arrays keep their dtype.
+    Anything else gives ``None``.
     """
-    from ._convert import to_native
+    import numpy as np
+    import tensorflow as tf
 
-    return to_native(value, dtype, device)
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return value
+    if not isinstance(value, np.ndarray):
+        return None
+    bfloat16 = False
+    if dtype is not None and value.dtype.kind == "f" and value.dtype.name != dtype:
+        if dtype == "bfloat16":
+            value, bfloat16 = float32_to_bfloat16_bits(value.astype(np.float32)), True
+        else:
+            value = value.astype(dtype)
+    with tf.device(device):
+        tensor = tf.convert_to_tensor(value)
+        if bfloat16:
+            tensor = tf.bitcast(tensor, tf.bfloat16)
+        # An eager constant lives on the host; a copy moves it to a GPU.
+        return tf.identity(tensor) if device.startswith("/GPU") else tensor
 
 
 @deferral.hookimpl
 def deferral_to_numpy(value: Any) -> Any:
-    """Host NumPy copy of a TF tensor or variable; ``bfloat16`` is widened to ``float32``."""
-    from ._convert import to_numpy
+    """A host NumPy copy of a TF tensor or variable; ``bfloat16`` is widened to ``float32`` exactly."""
+    import numpy as np
+    import tensorflow as tf
 
-    return to_numpy(value)
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        if value.dtype == tf.bfloat16:
+            value = tf.cast(value, tf.float32)
+        return np.array(value.numpy(), copy=True)
+    array = np.array(value, copy=True)
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
 
 
 @deferral.hookimpl
 def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool) -> Any:
-    """A ``tf.Variable`` on ``device`` holding ``array`` (``uint16`` bits for ``bfloat16``)."""
-    from ._convert import variable_from_numpy
+    """A ``tf.Variable`` on ``device`` holding ``array``.
 
-    return variable_from_numpy(array, dtype, device, trainable)
+    ``array`` should already be of ``dtype`` (``uint16`` bit patterns for ``bfloat16``);
+    other floating arrays are rounded the core's way first.
+
+    Raises:
+        TypeError: for an array that is not floating (or ``uint16`` bits for ``bfloat16``).
+    """
+    import numpy as np
+
+    host = np.asarray(array)
+    wanted = "uint16" if dtype == "bfloat16" else dtype
+    if host.dtype.name != wanted:
+        if host.dtype.kind != "f":
+            raise TypeError(
+                f"backend 'tensorflow': a {dtype} parameter needs a floating array"
+                f"{' or uint16 bit patterns' if dtype == 'bfloat16' else ''}. Received dtype "
+                f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
+            )
+        host = round_to(host.astype(np.float64), dtype)
+    return _variable(tuple(host.shape), dtype, device, trainable, _slicer(host.reshape(-1)))
 
 
 @deferral.hookimpl
 def deferral_materialize(request: MaterializeRequest) -> Any:
-    """A ``tf.Variable`` with the recipe's values, filled in blocks for large parameters."""
-    from ._convert import materialize
+    """A ``tf.Variable`` with the recipe's values, generated and copied block by block."""
+    import tensorflow as tf
 
-    return materialize(request)
+    if request.recipe.kind == "constant":
+        with tf.init_scope(), tf.device(request.device):
+            scalar = _tensor(request.host_values(0, 1).reshape(()), request.dtype)
+            return tf.Variable(tf.fill(request.shape, scalar), trainable=request.trainable)
+    return _variable(request.shape, request.dtype, request.device, request.trainable, request.host_values)
+
+
+def _slicer(flat: np.ndarray) -> Source:
+    """A :data:`Source` reading from a flat host array."""
+
+    def source(start: int, stop: int) -> np.ndarray:
+        return flat[start:stop]
+
+    return source
+
+
+def _tensor(host: np.ndarray, dtype: str) -> tf.Tensor:
+    """An eager tensor of ``dtype`` from host values in that dtype (uint16 bits for bfloat16)."""
+    import tensorflow as tf
+
+    tensor = tf.convert_to_tensor(host)
+    return tf.bitcast(tensor, tf.bfloat16) if dtype == "bfloat16" else tensor
+
+
+def _variable(
+    shape: tuple[int, ...], dtype: str, device: str, trainable: bool, source: Source
+) -> tf.Variable:
+    """Create a variable of ``shape`` on ``device`` filled with ``source``'s values.
+
+    A parameter of at most :data:`BLOCK_ELEMENTS` is created from one host array. A larger one
+    is allocated as zeros (TensorFlow moves that buffer into the variable) and filled in place,
+    a block of whole rows (first axis) at a time, so only one block exists besides the variable.
+    """
+    import tensorflow as tf
+
+    size = math.prod(shape)
+    with tf.init_scope(), tf.device(device):
+        if size <= BLOCK_ELEMENTS or len(shape) == 0:
+            return tf.Variable(_tensor(source(0, size).reshape(shape), dtype), trainable=trainable)
+        var = tf.Variable(tf.zeros(shape, dtype=dtype), trainable=trainable)
+        row = size // shape[0]
+        step = max(1, BLOCK_ELEMENTS // row)
+        rest = list(shape[1:])
+        for first in range(0, shape[0], step):
+            last = min(first + step, shape[0])
+            block = _tensor(source(first * row, last * row).reshape((last - first, *rest)), dtype)
+            tf.raw_ops.ResourceStridedSliceAssign(
+                ref=var.handle,
+                begin=[first] + [0] * len(rest),
+                end=[last, *rest],
+                strides=[1] * len(shape),
+                value=block,
+            )
+        return var

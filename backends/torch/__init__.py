@@ -159,9 +159,7 @@ def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
 
     values = torch.empty(request.shape, dtype=_torch_dtype(request.dtype), device=request.device)
     flat = values.view(-1)
-    size = request.size
-    for start in range(0, size, CHUNK_ELEMENTS):
-        stop = min(start + CHUNK_ELEMENTS, size)
+    for start, stop in request.chunks(CHUNK_ELEMENTS):
         flat[start:stop].copy_(_host_tensor(request.host_values(start, stop), request.dtype))
     return torch.nn.Parameter(values, requires_grad=request.trainable)
 
