@@ -88,18 +88,11 @@ class Recipe:
         """Float64 values of flat elements ``start .. stop-1`` of a parameter of ``shape``."""
         import numpy as np
 
-        if self.kind == "constant":
-            return np.full(stop - start, self.a, dtype=np.float64)
-        if self.kind == "orthogonal":
-            return _orthogonal(key, shape, self.a).reshape(-1)[start:stop]
-        words = _random.raw_words(key, start, stop)
-        if self.kind == "uniform":
-            return _random.uniform(words, self.a, self.b)
-        if self.kind == "normal":
-            return _random.normal(words, self.a, self.b)
-        if self.kind == "truncated_normal":
-            return _random.truncated_normal(words, self.a, self.b)
-        raise InitializerError(f"unknown recipe kind {self.kind!r}")
+        from ._fill import fill
+
+        out = np.empty(max(0, stop - start), dtype=np.float64)
+        fill(self, key, shape, start, out, "float64")
+        return out
 
 
 @functools.lru_cache(maxsize=1)

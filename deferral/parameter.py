@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import _progress
 from . import init as _init
 from . import random as _random
 from ._dtypes import ITEMSIZE
@@ -468,7 +469,13 @@ class ParameterDict(Mapping[str, Parameter]):
             seed = _random.get_seed()
         seed = _random.fresh_seed() if seed is None else _random._check_seed(seed)
         skipped = []
-        with transaction():
+        group_known = [
+            p for p in self._items.values()
+            if p._intent is None or force_reinit
+            if all(q.shape_known for q in (p._group.values() if p._group is not None else (p,)))
+        ]
+        total = sum(p.size or 0 for p in group_known) * ITEMSIZE[dtype_name]
+        with _progress.task("deferral: materializing", total or None), transaction():
             for path, param in self._items.items():
                 if param._intent is not None and not force_reinit:
                     skipped.append(path)

@@ -27,6 +27,7 @@ __all__ = [
     "fresh_seed",
     "get_seed",
     "normal",
+    "Stream",
     "raw_words",
     "seed",
     "truncated_normal",
@@ -38,7 +39,6 @@ SPEC_VERSION = 1
 
 _MASK64 = (1 << 64) - 1
 _TWO_M53 = 2.0**-53
-_TWO_M54 = 2.0**-54
 
 _lock = threading.Lock()
 _default_seed: int | None = None
@@ -93,43 +93,63 @@ def derive_key(seed_value: int, path: str) -> tuple[int, int]:
     return int.from_bytes(digest[0:8], "little"), int.from_bytes(digest[8:16], "little")
 
 
-def raw_words(key: tuple[int, int], start: int, stop: int) -> np.ndarray:
-    """Return words ``start .. stop-1`` of the stream keyed by ``key`` as ``uint64``.
+class Stream:
+    """The words of the stream keyed by ``key`` from word ``start`` on, read in order.
 
     Word ``i`` is output word ``i % 4`` of Philox4x64-10 applied to the 256-bit counter
     ``i // 4`` (little-endian words) with ``key``.
     """
+
+    def __init__(self, key: tuple[int, int], start: int = 0) -> None:
+        import numpy as np
+
+        first_block = start // 4
+        # numpy's Philox increments its counter before producing a block.
+        counter = (first_block - 1) % (1 << 256)
+        words = [(counter >> (64 * i)) & _MASK64 for i in range(4)]
+        self._bitgen = np.random.Philox(
+            counter=np.array(words, dtype=np.uint64), key=np.array(key, dtype=np.uint64)
+        )
+        skip = start - 4 * first_block
+        if skip:
+            self._bitgen.random_raw(skip)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` words as a new ``uint64`` array."""
+        return self._bitgen.random_raw(n)
+
+
+def raw_words(key: tuple[int, int], start: int, stop: int) -> np.ndarray:
+    """Return words ``start .. stop-1`` of the stream keyed by ``key`` as ``uint64``."""
     import numpy as np
 
     if stop <= start:
         return np.empty(0, dtype=np.uint64)
-    first_block = start // 4
-    # numpy's Philox increments its counter before producing a block.
-    counter = (first_block - 1) % (1 << 256)
-    words = [(counter >> (64 * i)) & _MASK64 for i in range(4)]
-    bitgen = np.random.Philox(
-        counter=np.array(words, dtype=np.uint64), key=np.array(key, dtype=np.uint64)
-    )
-    skip = start - 4 * first_block
-    out = bitgen.random_raw(stop - start + skip)
-    return out[skip:] if skip else out
-
-
-def _unit(words: np.ndarray) -> np.ndarray:
-    """``k * 2**-53`` for ``k = w >> 11``: uniform on [0, 1), exact in float64."""
-    return (words >> 11).astype("float64") * _TWO_M53
+    return Stream(key, start).take(stop - start)
 
 
 def _open_unit(words: np.ndarray) -> np.ndarray:
-    """``(2k + 1) * 2**-54`` for ``k = w >> 11``: uniform on (0, 1), never 0 or 1, exact."""
+    """``(2k + 1) * 2**-53`` for ``k = w >> 12``: uniform on (0, 1), never 0 or 1, exact.
+
+    ``2k + 1 < 2**53``, so every step is exact, and ``1 - p`` is exact too.
+    """
     import numpy as np
 
-    return ((words >> 11).astype(np.float64) * 2.0 + 1.0) * _TWO_M54
+    k = np.right_shift(words, 12).astype(np.float64)
+    return (k * 2.0 + 1.0) * _TWO_M53
 
 
 def uniform(words: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Uniform values on ``[low, high)``: ``low + (high - low) * u`` in float64."""
-    return low + (high - low) * _unit(words)
+    """Uniform values on ``[low, high)``: ``low + (high - low) * (k * 2**-53)``, ``k = w >> 11``.
+
+    Computed as ``k * ((high - low) * 2**-53) + low``: scaling by a power of two is exact, so
+    this rounds the same exact product once, as the formula does.
+    """
+    import numpy as np
+
+    k = np.right_shift(words, 11)
+    out = np.multiply(k, (high - low) * _TWO_M53, dtype=np.float64)
+    return np.add(out, low, out=out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,18 +208,19 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 
 def _normal_quantile(p: np.ndarray) -> np.ndarray:
-    """Inverse of the standard normal CDF for p in (0, 1), relative error about 1e-16."""
+    """Inverse of the standard normal CDF for p in (0, 1), relative error about 1e-16.
+
+    The central formula is evaluated for every element (cheaper than selecting them) and
+    replaced where ``|p - 0.5| > 0.425`` by the tail formulas; each element's arithmetic is
+    the same either way.
+    """
     import numpy as np
 
     q = p - 0.5
-    central = np.abs(q) <= 0.425
-    out = np.empty_like(p)
-    if central.any():
-        qc = q[central]
-        r = 0.180625 - qc * qc
-        out[central] = qc * _poly(_A, r) / _poly(_B, r)
-    tail = ~central
-    if tail.any():
+    r = 0.180625 - q * q
+    out = q * _poly(_A, r) / _poly(_B, r)
+    tail = np.flatnonzero(np.abs(q) > 0.425)
+    if tail.size:
         qt = q[tail]
         pt = p[tail]
         r = np.where(qt < 0.0, pt, 1.0 - pt)
@@ -215,14 +236,14 @@ def _normal_quantile(p: np.ndarray) -> np.ndarray:
 
 
 def normal(words: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Normal values: ``mean + std * quantile((2k + 1) * 2**-54)`` in float64."""
+    """Normal values: ``mean + std * quantile((2k + 1) * 2**-53)``, ``k = w >> 12``, in float64."""
     return mean + std * _normal_quantile(_open_unit(words))
 
 
 def truncated_normal(words: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Normal values cut at two standard deviations, by inverting the truncated CDF.
 
-    ``p = PHI(-2) + MASS2 * u`` with ``u = (2k + 1) * 2**-54``; ``z = quantile(p)``, clipped
+    ``p = PHI(-2) + MASS2 * u`` with ``u = (2k + 1) * 2**-53``, ``k = w >> 12``; ``z = quantile(p)``, clipped
     to [-2, 2] against rounding; the value is ``mean + std * z``.
     """
     import numpy as np

@@ -71,11 +71,11 @@ GOLDEN = [
     (0, "0.weight", (4, 3), init.XavierUniform(),
      ["0x3fa6ef2e58464270", "0x3fead1af75f7487a", "0xbf9eab646ac900c0", "0xbfcb9cabd18eb234"]),
     (42, "hidden.weight", (3, 5), init.Normal(0.02),
-     ["0xbf915d325f3edab7", "0x3f81e5dcd975464c", "0x3f624caa56880358", "0x3fa4d4b600acbb96"]),
+     ["0xbf915d325f3edab8", "0x3f81e5dcd975464d", "0x3f624caa56880364", "0x3fa4d4b600acbb91"]),
     (7, "1.weight", (2, 3), init.TruncatedNormal(0.5),
-     ["0x3fe98375b2e023e4", "0xbfc3740ab68a6c4a", "0xbfeb2825e27db94d", "0x3fceaa5d934174d5"]),
+     ["0x3fe98375b2e023e7", "0xbfc3740ab68a6c4a", "0xbfeb2825e27db94b", "0x3fceaa5d934174dd"]),
     (123, "w", (2, 2), init.KaimingNormal(),
-     ["0x3fe5bfbd80aae054", "0xbffeeffcb192be79", "0xbff1fdfcb3c6949e", "0x3ff81fa35ae814c1"]),
+     ["0x3fe5bfbd80aae057", "0xbffeeffcb192be7e", "0xbff1fdfcb3c694a1", "0x3ff81fa35ae814bc"]),
     (2**63, "deep.0.bias", (5,), init.Uniform(0.07),
      ["0x3f9250a1c513555c", "0xbf9ae2d46cc571fa", "0x3f84e29370356c60", "0xbfa568caa58922f0"]),
 ]
@@ -115,7 +115,7 @@ def test_distributions_have_the_right_moments() -> None:
 
 def test_normal_matches_the_reference_quantile() -> None:
     words = drandom.raw_words(drandom.derive_key(9, "q"), 0, 50)
-    p = ((words >> 11).astype(np.float64) * 2.0 + 1.0) * 2.0**-54
+    p = ((words >> 12).astype(np.float64) * 2.0 + 1.0) * 2.0**-53
     ref = np.array([statistics.NormalDist().inv_cdf(float(v)) for v in p])
     assert np.allclose(drandom.normal(words, 0.0, 1.0), ref, rtol=1e-14, atol=1e-15)
 
@@ -129,3 +129,52 @@ def test_default_seed_round_trip() -> None:
         drandom._default_seed = before
     with pytest.raises(ValueError):
         drandom.seed(-5)
+
+
+def test_open_unit_is_exact_and_never_reaches_0_or_1() -> None:
+    extremes = np.array([0, 2**64 - 1, 2**63, 4095, 4096], dtype=np.uint64)
+    p = drandom._open_unit(extremes)
+    assert p[0] == 2.0**-53 and p[1] == 1.0 - 2.0**-53 and 0.0 < p.min() and p.max() < 1.0
+    assert p[2] == 0.5 + 2.0**-53 and p[3] == 2.0**-53 and p[4] == 3 * 2.0**-53
+    assert np.all(1.0 - (1.0 - p) == p)  # 1 - p is exact too
+
+
+def test_uniform_rewrite_rounds_like_the_formula() -> None:
+    """k * ((high - low) * 2**-53) + low equals low + (high - low) * (k * 2**-53) bit for bit."""
+    words = drandom.raw_words(drandom.derive_key(1, "u"), 0, 100_000)
+    k = (words >> 11).astype(np.float64)
+    for low, high in [(-0.07, 0.07), (-1.0, 1.0), (-0.0123456789, 0.0123456789), (2.5, 3.75)]:
+        formula = low + (high - low) * (k * 2.0**-53)
+        assert np.array_equal(drandom.uniform(words, low, high).view(np.uint64), formula.view(np.uint64))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_and_blocks_do_not_change_bits(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deferral import _fill
+
+    recipe = init.TruncatedNormal(0.3).recipe((1000, 700))
+    key = drandom.derive_key(8, "big")
+    n = 700_000
+    base = np.empty(n, dtype=np.float32)
+    monkeypatch.setattr(_fill, "MIN_PIECE", 1 << 30)
+    _fill.fill(recipe, key, (1000, 700), 0, base, "float32")
+    monkeypatch.setattr(_fill, "MIN_PIECE", 1000)
+    monkeypatch.setattr(_fill, "BLOCK", 777)
+    _fill.set_num_threads(threads)
+    try:
+        out = np.empty(n - 13, dtype=np.float32)
+        _fill.fill(recipe, key, (1000, 700), 13, out, "float32")
+    finally:
+        _fill.set_num_threads(None)
+    assert np.array_equal(out.view(np.uint32), base[13:].view(np.uint32))
+
+
+def test_set_num_threads_validates() -> None:
+    from deferral import _fill
+
+    with pytest.raises(ValueError, match="positive integer"):
+        _fill.set_num_threads(0)
+    _fill.set_num_threads(2)
+    assert _fill.get_num_threads() == 2
+    _fill.set_num_threads(None)
+    assert _fill.get_num_threads() >= 1

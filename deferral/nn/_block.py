@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, overload
 
+from .. import _progress, registry
 from .. import ops as _ops
-from .. import registry
 from ..errors import DeferredInitializationError
 from ..parameter import EPOCH, LOCK, Parameter, ParameterDict, transaction
 
@@ -224,7 +224,7 @@ class Block:
         return registry.load_backend(backend), dtype, device
 
     def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with transaction():
+        with _progress.task("deferral: materializing"), transaction():
             backend, dtype, device = self._binding()
             ops = backend.ops
             convert = _input_converter(self, backend, dtype, device)

@@ -1,0 +1,155 @@
+"""The reference path's engine: fill a host buffer with a recipe's values, fast.
+
+Values are produced in cache-sized blocks (so the float64 temporaries never leave the CPU
+cache) and, for large requests, by several threads at once, each owning a contiguous piece
+of the output: NumPy's Philox and its ufuncs release the GIL. Every element's arithmetic is
+the recipe's, whatever the block and thread layout, so the bits never depend on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from . import random as _random
+from ._dtypes import round_to
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .init import Recipe
+
+__all__ = ["fill", "get_num_threads", "host_dtype", "set_num_threads"]
+
+#: Elements per block: 64 Ki float64 temporaries (512 KiB) stay in the L2 cache.
+BLOCK = 1 << 16
+#: A request is split across threads only into pieces of at least this many elements.
+MIN_PIECE = 1 << 18
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_threads: int | None = None
+
+
+def _default_threads() -> int:
+    env = os.environ.get("DEFERRAL_NUM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(
+                f"DEFERRAL_NUM_THREADS must be a positive integer; received {env!r}"
+            ) from None
+    return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads() -> int:
+    """Threads the reference path uses to generate large parameters.
+
+    Default: ``DEFERRAL_NUM_THREADS`` if set, else the number of CPUs.
+    """
+    return _threads if _threads is not None else _default_threads()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the threads used to generate values on the host (``None``: back to the default).
+
+    Raises:
+        ValueError: for anything but a positive integer or ``None``.
+    """
+    global _threads, _pool
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"set_num_threads expects a positive integer or None; received {n!r}")
+    with _lock:
+        _threads = n
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+            _pool = None
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None or _pool._max_workers != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deferral-fill")
+        return _pool
+
+
+def host_dtype(dtype: str) -> str:
+    """The NumPy dtype of host values for a parameter dtype (bfloat16 travels as uint16 bits)."""
+    return "uint16" if dtype == "bfloat16" else dtype
+
+
+def _block_values(recipe: Recipe, words: np.ndarray) -> np.ndarray:
+    if recipe.kind == "uniform":
+        return _random.uniform(words, recipe.a, recipe.b)
+    if recipe.kind == "normal":
+        return _random.normal(words, recipe.a, recipe.b)
+    if recipe.kind == "truncated_normal":
+        return _random.truncated_normal(words, recipe.a, recipe.b)
+    raise ValueError(f"unknown recipe kind {recipe.kind!r}")
+
+
+def _fill_piece(
+    recipe: Recipe, key: tuple[int, int], start: int, out: np.ndarray, dtype: str,
+    progress: Callable[[int], None] | None,
+) -> None:
+    stream = _random.Stream(key, start)
+    n = out.shape[0]
+    for lo in range(0, n, BLOCK):
+        hi = min(lo + BLOCK, n)
+        values = _block_values(recipe, stream.take(hi - lo))
+        out[lo:hi] = values if dtype in ("float32", "float64") else round_to(values, dtype)
+        if progress is not None:
+            progress(hi - lo)
+
+
+def fill(
+    recipe: Recipe,
+    key: tuple[int, int],
+    shape: tuple[int, ...],
+    start: int,
+    out: np.ndarray,
+    dtype: str,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Write flat elements ``start .. start + out.size - 1`` of a parameter into ``out``.
+
+    ``out`` is a flat, writable array of :func:`host_dtype` of ``dtype``; values are rounded
+    to ``dtype`` the way the spec says (float32 and float64 assignments round to nearest,
+    which is the same single rounding). ``progress`` is called with element counts as
+    blocks complete (possibly from worker threads).
+    """
+    import numpy as np
+
+    n = out.shape[0]
+    if n == 0:
+        return
+    if recipe.kind == "constant":
+        out[...] = round_to(np.full(1, recipe.a, dtype=np.float64), dtype)[0]
+    elif recipe.kind == "orthogonal":
+        from .init import _orthogonal
+
+        out[...] = round_to(_orthogonal(key, shape, recipe.a).reshape(-1)[start:start + n], dtype)
+    else:
+        threads = min(get_num_threads(), max(1, n // MIN_PIECE))
+        if threads == 1:
+            _fill_piece(recipe, key, start, out, dtype, progress)
+            return
+        bounds = [n * i // threads for i in range(threads + 1)]
+        pool = _executor(get_num_threads())
+        futures = [
+            pool.submit(_fill_piece, recipe, key, start + lo, out[lo:hi], dtype, progress)
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+        for future in futures:
+            future.result()
+        return
+    if progress is not None:
+        progress(n)
