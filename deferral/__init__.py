@@ -12,6 +12,9 @@ is first used.
 from . import init as init
 from . import nn as nn
 from . import ops as ops
+from ._fill import get_num_threads as get_num_threads
+from ._fill import set_num_threads as set_num_threads
+from ._progress import set_progress as set_progress
 from ._version import __version__ as __version__
 from .errors import BackendNotFoundError as BackendNotFoundError
 from .errors import DeferralError as DeferralError
@@ -41,6 +44,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "get_backend",
+    "get_num_threads",
     "get_seed",
     "hookimpl",
     "init",
@@ -50,5 +54,7 @@ __all__ = [
     "register_backend",
     "seed",
     "set_backend",
+    "set_num_threads",
+    "set_progress",
     "use_backend",
 ]
