@@ -155,8 +155,28 @@ def test_chunked_fill_covers_every_element_once_with_the_reference_bits(
     request = _request((6, 7), initializer, dtype)
     full = request.host_values().reshape(6, 7)
     monkeypatch.setattr(MaterializeRequest, "host_values", recording)
-    param = deferral_torch.deferral_materialize(request=request)
+    # The chunked copy serves devices other than the CPU; exercise it on a CPU tensor.
+    values = torch.empty((6, 7), dtype=getattr(torch, dtype))
+    deferral_torch._copy_in_chunks(values, request)
     assert calls == [(s, min(s + 5, 42)) for s in range(0, 42, 5)]  # never more than one chunk
+    np.testing.assert_array_equal(tbits(values), full if dtype == "bfloat16" else bits(full))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_cpu_materialize_writes_in_place(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    request = _request((6, 7), init.Normal(1.0), dtype)
+    full = request.host_values().reshape(6, 7)
+    targets: list[np.ndarray] = []
+    original = MaterializeRequest.fill_host
+
+    def recording(self: MaterializeRequest, out: np.ndarray, start: int = 0) -> None:
+        targets.append(out)
+        original(self, out, start)
+
+    monkeypatch.setattr(MaterializeRequest, "fill_host", recording)
+    param = deferral_torch.deferral_materialize(request=request)
+    assert len(targets) == 1 and targets[0].shape == (6, 7)
+    assert np.shares_memory(targets[0], param.detach().view(torch.int16 if dtype == "bfloat16" else param.dtype).numpy())
     assert isinstance(param, torch.nn.Parameter) and param.requires_grad
     assert tuple(param.shape) == (6, 7) and param.dtype == getattr(torch, dtype)
     np.testing.assert_array_equal(tbits(param), full if dtype == "bfloat16" else bits(full))
@@ -179,11 +199,11 @@ def test_any_chunk_size_gives_the_reference_bits(
     full = request.host_values()
     saved, deferral_torch.CHUNK_ELEMENTS = deferral_torch.CHUNK_ELEMENTS, chunk
     try:
-        param = deferral_torch.deferral_materialize(request=request)
+        values = torch.empty(shape, dtype=getattr(torch, dtype))
+        deferral_torch._copy_in_chunks(values, request)
     finally:
         deferral_torch.CHUNK_ELEMENTS = saved
-    assert tuple(param.shape) == shape and not param.requires_grad
-    np.testing.assert_array_equal(tbits(param).reshape(-1), full if dtype == "bfloat16" else bits(full))
+    np.testing.assert_array_equal(tbits(values).reshape(-1), full if dtype == "bfloat16" else bits(full))
 
 
 # -- 2. forward passes ----------------------------------------------------------------------

@@ -149,19 +149,30 @@ def _host_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
 
 @deferral.hookimpl
 def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
-    """Allocate the parameter on its device and fill it from the host reference in chunks.
+    """Allocate the parameter on its device and fill it with the reference values.
 
-    The tensor is created with ``torch.empty`` directly on ``request.device``; each chunk of
-    :data:`CHUNK_ELEMENTS` values is computed on the host (already rounded to the dtype) and
-    copied in, so the bits equal the NumPy backend's and the extra memory is one chunk.
+    The tensor is created with ``torch.empty`` directly on ``request.device``. On the CPU the
+    reference path writes straight into the tensor's memory (no second copy); on another
+    device each chunk of :data:`CHUNK_ELEMENTS` values is computed on the host and copied in,
+    so the extra memory is one chunk. Either way the bits equal the NumPy backend's.
     """
+    import numpy as np
     import torch
 
     values = torch.empty(request.shape, dtype=_torch_dtype(request.dtype), device=request.device)
+    if values.device.type == "cpu":
+        host = values.view(torch.int16).numpy().view(np.uint16) if request.dtype == "bfloat16" else values.numpy()
+        request.fill_host(host)
+    else:
+        _copy_in_chunks(values, request)
+    return torch.nn.Parameter(values, requires_grad=request.trainable)
+
+
+def _copy_in_chunks(values: torch.Tensor, request: MaterializeRequest) -> None:
+    """Fill ``values`` (any device) chunk by chunk from the host reference."""
     flat = values.view(-1)
     for start, stop in request.chunks(CHUNK_ELEMENTS):
         flat[start:stop].copy_(_host_tensor(request.host_values(start, stop), request.dtype))
-    return torch.nn.Parameter(values, requires_grad=request.trainable)
 
 
 @deferral.hookimpl
