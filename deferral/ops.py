@@ -24,6 +24,22 @@ from typing import Any
 __all__ = [
     "OP_NAMES",
     "add",
+    "assign",
+    "avg_pool",
+    "batch_norm",
+    "conv",
+    "conv_transpose",
+    "dropout",
+    "max_pool",
+    "moments",
+    "rsqrt",
+    "split",
+    "sqrt",
+    "stack",
+    "take",
+    "unstack",
+    "where",
+    "zeros",
     "check_namespace",
     "concat",
     "divide",
@@ -50,25 +66,72 @@ __all__ = [
 
 Array = Any
 
-#: The ops every backend namespace implements.
-OP_NAMES: tuple[str, ...] = (
+#: Element-wise, linear-algebra, shape and reduction ops.
+CORE_OPS: tuple[str, ...] = (
     "shape", "linear", "matmul", "add", "subtract", "multiply", "divide", "maximum",
     "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "exp", "log",
     "reshape", "flatten", "transpose", "concat", "sum", "mean",
 )
+#: Convolution and pooling (channels-first: N, C, *spatial).
+CONV_OPS: tuple[str, ...] = ("conv", "conv_transpose", "max_pool", "avg_pool")
+#: Normalization, embedding lookup, dropout and in-place state updates.
+NORM_OPS: tuple[str, ...] = ("batch_norm", "moments", "sqrt", "rsqrt", "take", "dropout", "assign")
+#: Sequence and attention helpers.
+SEQ_OPS: tuple[str, ...] = ("split", "stack", "unstack", "where", "zeros")
+#: Every op of the namespace. A backend must implement :data:`CORE_OPS`; the layer families
+#: (:data:`CONV_OPS`, :data:`NORM_OPS`, :data:`SEQ_OPS`) are optional for third-party
+#: backends: calling one a backend lacks raises ``NotImplementedError`` naming it.
+OP_NAMES: tuple[str, ...] = CORE_OPS + CONV_OPS + NORM_OPS + SEQ_OPS
 
 # The op namespace of the model being called (set by Block.__call__).
 active: contextvars.ContextVar[Any] = contextvars.ContextVar("deferral_ops", default=None)
 
 
-def check_namespace(backend: str, namespace: Any) -> None:
-    """Raise ``TypeError`` if ``namespace`` lacks one of :data:`OP_NAMES`."""
-    missing = [n for n in OP_NAMES if not callable(getattr(namespace, n, None))]
+def check_namespace(backend: str, namespace: Any) -> Any:
+    """Validate a backend's op namespace and return the one the core calls.
+
+    Raises:
+        TypeError: if ``namespace`` lacks one of :data:`CORE_OPS`.
+    """
+    missing = [n for n in CORE_OPS if not callable(getattr(namespace, n, None))]
     if missing:
         raise TypeError(
             f"backend {backend!r}: its op namespace {namespace!r} lacks {', '.join(missing)}; "
-            "every name in deferral.ops.OP_NAMES must be a callable."
+            "every name in deferral.ops.CORE_OPS must be a callable."
         )
+    absent = [n for n in OP_NAMES if not callable(getattr(namespace, n, None))]
+    if not absent:
+        return namespace
+    return _Completed(backend, namespace, absent)
+
+
+class _Completed:
+    """A namespace whose missing optional ops raise a clear ``NotImplementedError``."""
+
+    def __init__(self, backend: str, namespace: Any, absent: list[str]) -> None:
+        self.wrapped = namespace
+        self.absent = frozenset(absent)
+        for name in OP_NAMES:
+            setattr(self, name, getattr(namespace, name) if name not in absent else _absent(backend, name))
+
+    def __repr__(self) -> str:
+        return f"<ops of {self.wrapped!r}, lacking {', '.join(sorted(self.absent))}>"
+
+
+def _absent(backend: str, name: str) -> Any:
+    def op(*args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            f"backend {backend!r} does not implement the op {name!r}, which this layer needs. "
+            "Use a backend that does (numpy, torch and tensorflow implement every op)."
+        )
+
+    op.__name__ = name
+    return op
+
+
+def implements(namespace: Any, name: str) -> bool:
+    """Whether a resolved op namespace really provides ``name``."""
+    return not (isinstance(namespace, _Completed) and name in namespace.absent)
 
 
 def _ops(x: Any) -> Any:
@@ -196,3 +259,110 @@ def mean(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = Fal
 
 def _axes(axis: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
+
+
+# -- convolution and pooling -------------------------------------------------------------
+# Data is channels-first: (N, C, *spatial) with 1 to 3 spatial axes. ``strides`` and
+# ``dilation`` have one entry per spatial axis; ``padding`` has one ``(before, after)`` pair
+# per spatial axis (layers resolve "same"/"valid"/ints into explicit pairs).
+
+Pads = Sequence[tuple[int, int]]
+
+
+def conv(x: Array, weight: Array, bias: Array | None, strides: Sequence[int], padding: Pads,
+         dilation: Sequence[int], groups: int = 1) -> Array:
+    """N-d cross-correlation. ``weight`` is ``(C_out, C_in / groups, *kernel)``.
+
+    Output spatial size per axis: ``(size + before + after - dilation * (k - 1) - 1) // stride + 1``.
+    """
+    return _ops(x).conv(x, weight, bias, tuple(strides), tuple(map(tuple, padding)), tuple(dilation), groups)
+
+
+def conv_transpose(x: Array, weight: Array, bias: Array | None, strides: Sequence[int], padding: Pads,
+                   output_padding: Sequence[int], dilation: Sequence[int], groups: int = 1) -> Array:
+    """The gradient of :func:`conv` with respect to its input ("deconvolution").
+
+    ``weight`` is ``(C_in, C_out / groups, *kernel)``. Output spatial size per axis:
+    ``(size - 1) * stride - before - after + dilation * (k - 1) + output_padding + 1``.
+    """
+    return _ops(x).conv_transpose(x, weight, bias, tuple(strides), tuple(map(tuple, padding)),
+                                  tuple(output_padding), tuple(dilation), groups)
+
+
+def max_pool(x: Array, window: Sequence[int], strides: Sequence[int], padding: Pads) -> Array:
+    """Maximum over windows of the spatial axes (padding never wins: it counts as -inf)."""
+    return _ops(x).max_pool(x, tuple(window), tuple(strides), tuple(map(tuple, padding)))
+
+
+def avg_pool(x: Array, window: Sequence[int], strides: Sequence[int], padding: Pads,
+             count_include_pad: bool = True) -> Array:
+    """Mean over windows of the spatial axes; padded zeros count in the divisor if asked."""
+    return _ops(x).avg_pool(x, tuple(window), tuple(strides), tuple(map(tuple, padding)), count_include_pad)
+
+
+# -- normalization, embedding, dropout, state ----------------------------------------------
+def batch_norm(x: Array, mean: Array, var: Array, gamma: Array | None, beta: Array | None,
+               eps: float) -> Array:
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` with per-channel vectors on axis 1."""
+    return _ops(x).batch_norm(x, mean, var, gamma, beta, float(eps))
+
+
+def moments(x: Array, axes: Sequence[int], keepdims: bool = False) -> tuple[Array, Array]:
+    """Mean and (biased) variance over ``axes``."""
+    return _ops(x).moments(x, tuple(axes), keepdims)
+
+
+def sqrt(x: Array) -> Array:
+    """Element-wise square root."""
+    return _ops(x).sqrt(x)
+
+
+def rsqrt(x: Array) -> Array:
+    """Element-wise ``1 / sqrt(x)``."""
+    return _ops(x).rsqrt(x)
+
+
+def take(weight: Array, indices: Array) -> Array:
+    """Rows of ``weight`` selected by integer ``indices``: ``weight[indices]`` (embedding lookup)."""
+    return _ops(weight).take(weight, indices)
+
+
+def dropout(x: Array, rate: float) -> Array:
+    """Zero each element with probability ``rate`` and scale the rest by ``1 / (1 - rate)``.
+
+    Masks come from the backend's own generator: they are *not* identical across backends.
+    Layers call it only in training mode.
+    """
+    return _ops(x).dropout(x, float(rate))
+
+
+def assign(target: Array, value: Array) -> None:
+    """Overwrite a parameter's native storage with ``value`` in place, outside autograd."""
+    return _ops(target).assign(target, value)
+
+
+# -- sequences and attention --------------------------------------------------------------
+def split(x: Array, sections: int, axis: int = -1) -> list[Array]:
+    """Split ``x`` into ``sections`` equal parts along ``axis``."""
+    return list(_ops(x).split(x, int(sections), axis))
+
+
+def stack(arrays: Sequence[Array], axis: int = 0) -> Array:
+    """Join arrays along a new axis."""
+    arrays = list(arrays)
+    return _ops(arrays[0]).stack(arrays, axis)
+
+
+def unstack(x: Array, axis: int = 0) -> list[Array]:
+    """The slices of ``x`` along ``axis``, as a list (the axis removed)."""
+    return list(_ops(x).unstack(x, axis))
+
+
+def where(condition: Array, a: Array, b: Array) -> Array:
+    """``a`` where ``condition`` is true, else ``b`` (with broadcasting)."""
+    return _ops(a).where(condition, a, b)
+
+
+def zeros(shape: Sequence[int], like: Array) -> Array:
+    """Zeros of ``shape`` with the dtype and device of ``like``."""
+    return _ops(like).zeros(tuple(shape), like)

@@ -74,9 +74,7 @@ class Backend:
         if self._ops is None:
             from .ops import check_namespace
 
-            ops = self._hook.deferral_ops()
-            check_namespace(self.name, ops)
-            self._ops = ops
+            self._ops = check_namespace(self.name, self._hook.deferral_ops())
         return self._ops
 
     def canonical_device(self, device: str | None) -> str:

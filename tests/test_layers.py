@@ -99,3 +99,38 @@ def test_numpy_ops_namespace(x: np.ndarray) -> None:
     assert np.isclose(ops.mean(x), x.mean()) and ops.mean(x, axis=(0, 1)).shape == ()
     assert np.allclose(ops.linear(x, np.ones((2, 5), "float32"), np.array([1.0, 2.0], "float32")),
                        x.sum(1, keepdims=True) + np.array([1.0, 2.0]))
+
+
+def test_train_and_eval_modes() -> None:
+    import deferral
+
+    net = nn.Sequential([nn.Dense(3), nn.Sequential([nn.Dense(2)])])
+    assert not net.training and not net[1][0].is_training
+    assert net.train() is net and net[1][0].training and net[1][0].is_training
+    with deferral.predict_mode():
+        assert not net[1][0].is_training
+    net.eval()
+    assert not net[0].training
+    with deferral.train_mode():
+        assert net[0].is_training and net[1][0].is_training
+    assert not net[0].is_training
+
+
+def test_optional_ops_missing_from_a_backend_raise_clearly() -> None:
+    import types
+
+    from deferral import ops
+
+    core_only = types.SimpleNamespace(**{n: (lambda *a: None) for n in ops.CORE_OPS})
+    completed = ops.check_namespace("mini", core_only)
+    assert ops.implements(completed, "relu") and not ops.implements(completed, "conv")
+    with pytest.raises(NotImplementedError, match="backend 'mini' does not implement the op 'conv'"):
+        completed.conv()
+    full = deferral_numpy_ops()
+    assert ops.check_namespace("numpy", full) is full
+
+
+def deferral_numpy_ops():  # type: ignore[no-untyped-def]
+    import deferral
+
+    return deferral.load_backend("numpy").ops

@@ -87,3 +87,7 @@ def sum(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
 
 def mean(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
     return np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
+
+from ._ops_conv import *  # noqa: E402,F403
+from ._ops_norm import *  # noqa: E402,F403
+from ._ops_seq import *  # noqa: E402,F403

@@ -158,3 +158,7 @@ def mean(x: tf.Tensor, axis: Axis = None, keepdims: bool = False) -> tf.Tensor:
     if not x.dtype.is_floating:
         x = tf.cast(x, tf.float64)
     return tf.math.reduce_mean(x, axis=_axis(axis), keepdims=keepdims)
+
+from ._ops_conv import *  # noqa: E402,F403
+from ._ops_norm import *  # noqa: E402,F403
+from ._ops_seq import *  # noqa: E402,F403

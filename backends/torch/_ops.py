@@ -144,3 +144,7 @@ def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     if dims is None:
         return torch.mean(x, dim=tuple(range(x.dim())), keepdim=True) if keepdims else torch.mean(x)
     return torch.mean(x, dim=dims, keepdim=keepdims)
+
+from ._ops_conv import *  # noqa: E402,F403
+from ._ops_norm import *  # noqa: E402,F403
+from ._ops_seq import *  # noqa: E402,F403

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator
 from typing import Any, overload
 
@@ -10,7 +12,31 @@ from .. import ops as _ops
 from ..errors import DeferredInitializationError
 from ..parameter import EPOCH, LOCK, Parameter, ParameterDict, transaction
 
-__all__ = ["Block", "Sequential"]
+__all__ = ["Block", "Sequential", "predict_mode", "train_mode"]
+
+_mode: contextvars.ContextVar[bool | None] = contextvars.ContextVar("deferral_train_mode", default=None)
+
+
+@contextlib.contextmanager
+def train_mode(enabled: bool = True) -> Iterator[None]:
+    """Within the block, every block behaves as in training (Dropout drops, BatchNorm uses
+    batch statistics and updates its running ones), whatever its ``train()``/``eval()`` setting.
+
+    Example:
+        >>> import deferral
+        >>> with deferral.train_mode():
+        ...     pass
+    """
+    token = _mode.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _mode.reset(token)
+
+
+def predict_mode() -> contextlib.AbstractContextManager[None]:
+    """Within the block, every block behaves as in inference (the opposite of :func:`train_mode`)."""
+    return train_mode(False)
 
 
 class Block:
@@ -47,6 +73,29 @@ class Block:
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_path", "")
         object.__setattr__(self, "_bound", None)
+        object.__setattr__(self, "training", False)
+
+    # -- modes -------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Block:
+        """Put this block and its descendants in training mode (``False``: inference). Returns self.
+
+        Blocks start in inference mode, as in Keras and Gluon: Dropout is off and BatchNorm
+        uses its running statistics until you call ``net.train()`` or use
+        :func:`deferral.train_mode`.
+        """
+        for _, block in self._walk():
+            object.__setattr__(block, "training", bool(mode))
+        return self
+
+    def eval(self) -> Block:
+        """Put this block and its descendants in inference mode. Returns self."""
+        return self.train(False)
+
+    @property
+    def is_training(self) -> bool:
+        """Whether the block computes in training mode now (``train_mode()`` wins over ``train()``)."""
+        forced = _mode.get()
+        return self.training if forced is None else forced
 
     # -- structure ---------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from ._discovery import DiscoveryChecks
+from ._layers_conv import ConvLayerChecks
+from ._layers_norm import NormLayerChecks
+from ._layers_seq import SeqLayerChecks
 from ._lifecycle import LifecycleChecks
 from ._opchecks import OpChecks
 from ._robustness import RobustnessChecks
@@ -11,7 +14,10 @@ from ._values import ValueChecks
 __all__ = ["BackendConformance"]
 
 
-class BackendConformance(DiscoveryChecks, ValueChecks, LifecycleChecks, RobustnessChecks, OpChecks):
+class BackendConformance(
+    DiscoveryChecks, ValueChecks, LifecycleChecks, RobustnessChecks, OpChecks,
+    ConvLayerChecks, NormLayerChecks, SeqLayerChecks,
+):
     """The conformance suite of a deferral backend, as a pytest base class.
 
     Subclass it in a test module under a ``Test`` name and set :attr:`backend`; pytest then
@@ -28,7 +34,10 @@ class BackendConformance(DiscoveryChecks, ValueChecks, LifecycleChecks, Robustne
       mismatches leave the model untouched, failed first calls roll back, tied parameters are
       one native object;
     * robustness: pickle and deepcopy keep every bit; concurrent first calls materialize once;
-    * ops: every name in ``deferral.ops.OP_NAMES`` agrees with the NumPy backend.
+    * ops: every name in ``deferral.ops.OP_NAMES`` agrees with the NumPy backend (optional
+      op families a backend does not provide are skipped, with the reason);
+    * layers: convolution/pooling, normalization/embedding/dropout, recurrent/attention layers
+      have bit-identical parameters and outputs within tolerance.
 
     Class attributes a backend may override: :attr:`backend` (required), :attr:`devices`
     (checked besides the default device), :attr:`op_rtol` / :attr:`op_atol`,

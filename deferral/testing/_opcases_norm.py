@@ -1,0 +1,13 @@
+"""Conformance cases for the norm ops (deferral.ops.NORM_OPS) (being written)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NORM_CASES"]
+
+#: name -> function of a generator giving a list of argument tuples (NumPy values).
+NORM_CASES: dict[str, Callable[[np.random.Generator], list[tuple[Any, ...]]]] = {}
