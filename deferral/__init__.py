@@ -15,6 +15,9 @@ from . import ops as ops
 from ._fill import get_num_threads as get_num_threads
 from ._fill import set_num_threads as set_num_threads
 from ._progress import set_progress as set_progress
+from ._shapes import TensorSpec as TensorSpec
+from ._summary import Summary as Summary
+from ._summary import summary as summary
 from ._version import __version__ as __version__
 from .errors import BackendNotFoundError as BackendNotFoundError
 from .errors import DeferralError as DeferralError
@@ -43,6 +46,8 @@ __all__ = [
     "Parameter",
     "ParameterDict",
     "ShapeMismatchError",
+    "Summary",
+    "TensorSpec",
     "__version__",
     "available_backends",
     "get_backend",
@@ -59,6 +64,7 @@ __all__ = [
     "set_backend",
     "set_num_threads",
     "set_progress",
+    "summary",
     "train_mode",
     "use_backend",
 ]

@@ -56,6 +56,9 @@ class _Epoch:
 
 EPOCH = _Epoch
 
+#: True while a model runs on TensorSpec inputs: shapes are inferred, nothing is materialized.
+SHAPE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("deferral_shape_only", default=False)
+
 _journal: contextvars.ContextVar[dict[int, tuple[Parameter, tuple[Any, ...]]] | None] = (
     contextvars.ContextVar("deferral_journal", default=None)
 )
@@ -230,6 +233,10 @@ class Parameter:
         data = self._data
         if data is not None:
             return data
+        if self.shape_known and SHAPE_ONLY.get():
+            from ._shapes import TensorSpec
+
+            return TensorSpec(self._shape, self.dtype)
         raise DeferredInitializationError(self._why_not_materialized())
 
     def _why_not_materialized(self) -> str:
@@ -338,6 +345,8 @@ class Parameter:
             self._journal()
             self._shape = merged
             EPOCH.bump()
+        if SHAPE_ONLY.get():
+            return
         if self._intent is None:
             raise DeferredInitializationError(
                 f"{where}: parameter {self.name!r} has not been initialized. Call "

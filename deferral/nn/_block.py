@@ -9,10 +9,25 @@ from typing import Any, overload
 
 from .. import _progress, registry
 from .. import ops as _ops
+from .._shapes import SHAPE_OPS, TensorSpec
 from ..errors import DeferredInitializationError
-from ..parameter import EPOCH, LOCK, Parameter, ParameterDict, transaction
+from ..parameter import EPOCH, LOCK, SHAPE_ONLY, Parameter, ParameterDict, transaction
 
 __all__ = ["Block", "Sequential", "predict_mode", "train_mode"]
+
+# While deferral.summary() runs: [block, output spec] of every block call, parent first.
+_recorder: contextvars.ContextVar[list[list[Any]] | None] = contextvars.ContextVar(
+    "deferral_recorder", default=None
+)
+
+
+def _shapes_of(out: Any) -> Any:
+    if isinstance(out, TensorSpec):
+        return out.shape
+    if isinstance(out, (tuple, list)):
+        return tuple(_shapes_of(o) for o in out)
+    return out
+
 
 _mode: contextvars.ContextVar[bool | None] = contextvars.ContextVar("deferral_train_mode", default=None)
 
@@ -147,8 +162,11 @@ class Block:
         """
         found: dict[str, Parameter] = {}
         seen: set[int] = set()
+        named: set[int] = set()
         for prefix, block in self._walk():
-            object.__setattr__(block, "_path", prefix[:-1] if prefix else block._path or "")
+            if id(block) not in named:  # a shared block keeps its first path
+                named.add(id(block))
+                object.__setattr__(block, "_path", prefix[:-1] if prefix else block._path or "")
             for name, param in block._params.items():
                 if id(param) in seen:
                     continue
@@ -239,8 +257,13 @@ class Block:
         return f"{type(self).__name__} {self._path!r}" if self._path else type(self).__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _ops.active.get() is not None:
+        active = _ops.active.get()
+        if active is not None:
+            if active is SHAPE_OPS:
+                return self._shape_forward(args, kwargs)
             return self.forward(*args, **kwargs)
+        if args and isinstance(args[0], TensorSpec):
+            return self._shape_call(args, kwargs)
         bound = self._bound
         if bound is None or bound[0] != EPOCH.value:
             return self._first_call(args, kwargs)
@@ -249,6 +272,51 @@ class Block:
             return self.forward(*bound[2](args), **kwargs)
         finally:
             _ops.active.reset(token)
+
+    # -- shape-only execution ------------------------------------------------------------
+    def infer_shape(self, *input_shapes: Any, dtype: str | None = None) -> Any:
+        """Infer every parameter's shape from input shapes, allocating and computing nothing.
+
+        Each argument is a shape tuple (``None`` for an unknown batch size) or a
+        :class:`deferral.TensorSpec`, one per positional argument of ``forward``. Parameters
+        go from ``declared`` to ``shaped``; an ``initialize()`` afterwards materializes them at
+        once. Returns the output shape (a tuple, or a tuple of them for several outputs).
+
+        Raises:
+            ShapeMismatchError, ValueError: as the real forward pass would; the model is then
+                exactly as before.
+
+        Example:
+            >>> from deferral import nn
+            >>> net = nn.Sequential([nn.Dense(256, activation="relu"), nn.Dense(10)])
+            >>> net.infer_shape((None, 20))
+            (None, 10)
+            >>> net[0].weight.shape, net[0].weight.state
+            ((256, 20), 'shaped')
+        """
+        specs = [s if isinstance(s, TensorSpec) else TensorSpec(tuple(s), dtype or "float32") for s in input_shapes]
+        out = self(*specs)
+        return _shapes_of(out)
+
+    def _shape_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self.collect_params()  # assigns structural paths for messages and summaries
+        token_shape = SHAPE_ONLY.set(True)
+        token_ops = _ops.active.set(SHAPE_OPS)
+        try:
+            with transaction():
+                return self._shape_forward(args, kwargs)
+        finally:
+            _ops.active.reset(token_ops)
+            SHAPE_ONLY.reset(token_shape)
+
+    def _shape_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        recorder = _recorder.get()
+        if recorder is None:
+            return self.forward(*args, **kwargs)
+        entry: list[Any] = [self, None]
+        recorder.append(entry)  # calls are listed parent first, in call order
+        entry[1] = self.forward(*args, **kwargs)
+        return entry[1]
 
     def _binding(self) -> tuple[Any, str | None, str | None]:
         """Return ``(backend, dtype, device)`` of this model's parameters."""
