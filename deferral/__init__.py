@@ -20,6 +20,7 @@ from ._summary import Summary as Summary
 from ._summary import summary as summary
 from ._version import __version__ as __version__
 from .errors import BackendNotFoundError as BackendNotFoundError
+from .errors import CheckpointError as CheckpointError
 from .errors import DeferralError as DeferralError
 from .errors import DeferredInitializationError as DeferredInitializationError
 from .errors import InitializerError as InitializerError
@@ -40,6 +41,7 @@ from .registry import use_backend as use_backend
 
 __all__ = [
     "BackendNotFoundError",
+    "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
     "InitializerError",

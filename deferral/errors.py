@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendNotFoundError",
+    "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
     "InitializerError",
@@ -41,6 +42,10 @@ class ShapeMismatchError(DeferralError, ValueError):
 
 class BackendNotFoundError(DeferralError, LookupError):
     """A backend name is unknown, or its framework is not installed."""
+
+
+class CheckpointError(DeferralError, ValueError):
+    """A parameter file (or mapping) cannot be loaded; the message lists every problem."""
 
 
 class InitializerError(DeferralError, ValueError):

@@ -285,16 +285,29 @@ class Parameter:
         array = np.asarray(value)
         shape = self._merged_shape(tuple(int(d) for d in array.shape), "set_data")
         if intent is None:
-            intent = Intent(backend.name, "float32", backend.canonical_device(None), 0, self.name,
-                            self._own_init or DEFAULT_INIT)
+            intent = self._default_intent()
         from ._dtypes import round_to
 
-        host = round_to(array.astype(np.float64), intent.dtype)
-        native = backend.parameter_from_numpy(host, intent.dtype, intent.device, self.trainable)
+        self._replace(round_to(array.astype(np.float64), intent.dtype), shape, intent)
+
+    def _replace(self, host: Any, shape: Shape, intent: Intent) -> None:
+        """Store host values already in ``intent.dtype`` (uint16 bits for bfloat16) as the data."""
+        from . import registry
+
+        backend = registry.load_backend(intent.backend)
+        native = backend.parameter_from_numpy(host.reshape(shape), intent.dtype, intent.device, self.trainable)
         with transaction():
             self._journal()
             self._intent, self._shape, self._data = intent, shape, native
             EPOCH.bump()
+
+    def _default_intent(self, dtype: str = "float32") -> Intent:
+        """The intent of a parameter given values without ``initialize()``: the default backend."""
+        from . import registry
+
+        backend = registry.load_backend(registry.get_backend())
+        return Intent(backend.name, backend.canonical_dtype(dtype), backend.canonical_device(None), 0,
+                      self.name, self._own_init or DEFAULT_INIT)
 
     # -- transitions (called by the core) ----------------------------------------------
     def _journal(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from collections.abc import Iterator
 from typing import Any, overload
 
@@ -246,6 +247,33 @@ class Block:
             DeferredInitializationError: before the parameters are materialized.
         """
         return [p.data() for p in self.collect_params().values() if p.trainable or not trainable_only]
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save_parameters(self, path: str | os.PathLike[str]) -> None:
+        """Save every parameter to ``path`` in the safetensors format (see :mod:`deferral._checkpoint`).
+
+        Raises:
+            DeferredInitializationError: if a parameter is not materialized yet.
+        """
+        from .._checkpoint import save_parameters
+
+        save_parameters(self, path)
+
+    def load_parameters(self, path: str | os.PathLike[str], allow_missing: bool = False,
+                        ignore_extra: bool = False) -> dict[str, str]:
+        """Load a safetensors file saved on any backend; returns its metadata.
+
+        A deferred model is completed: unknown dimensions come from the file, and the
+        parameters are materialized on the backend the model is bound to (the default
+        backend if it was never initialized). All or nothing: on any problem nothing changes.
+
+        Raises:
+            CheckpointError: listing every problem (a truncated or corrupted file, missing or
+                unexpected parameters, shape or dtype mismatches).
+        """
+        from .._checkpoint import load_parameters
+
+        return load_parameters(self, path, allow_missing, ignore_extra)
 
     # -- calling -----------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
