@@ -136,6 +136,42 @@ def compare(seed: int = 0, dtype: str = "float32", weight_init: str | None = Non
     return all_match
 
 
+def _parse_shape(text: str) -> tuple[int | None, ...]:
+    dims = []
+    for part in text.replace("x", ",").split(","):
+        part = part.strip()
+        if part.lower() in ("n", "none", "?", "-1"):
+            dims.append(None)
+        elif part.isdigit():
+            dims.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(
+                f"expected a shape like 'N,3,224,224' (N or None for an unknown batch size); received {text!r}"
+            )
+    return tuple(dims)
+
+
+def _load_factory(spec: str) -> object:
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected MODULE:FACTORY (e.g. deferral.models:resnet18); received {spec!r}")
+    target: object = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target() if callable(target) else target
+
+
+def summary_command(spec: str, shapes: Sequence[tuple[int | None, ...]], dtype: str | None, markdown: bool) -> None:
+    """Build the model ``MODULE:FACTORY`` and print its summary for the given input shapes."""
+    from ._summary import summary
+
+    net = _load_factory(spec)
+    result = summary(net, *shapes, dtype=dtype)
+    print(result.to_markdown() if markdown else result)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deferral`` console command."""
     parser = argparse.ArgumentParser(
@@ -151,6 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_cmp.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"])
     p_cmp.add_argument("--init", default=None, help="weight initializer name (default: xavier_uniform)")
     p_cmp.add_argument("--backends", nargs="*", default=None, help="backends to compare (default: all installed)")
+    p_sum = sub.add_parser("summary", help="layers, output shapes, parameter counts and bytes, allocating nothing")
+    p_sum.add_argument("factory", help="MODULE:FACTORY returning a model, e.g. deferral.models:resnet18")
+    p_sum.add_argument("--input-shape", type=_parse_shape, action="append", required=True,
+                       help="one per forward argument, e.g. N,3,224,224")
+    p_sum.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32", "float64"],
+                       help="price every parameter in this dtype")
+    p_sum.add_argument("--markdown", action="store_true", help="print a Markdown table")
     sub.add_parser("backends", help="list the installed backends")
     args = parser.parse_args(argv)
     from .errors import DeferralError
@@ -160,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo(args.backend, args.seed)
         elif args.command == "compare":
             return 0 if compare(args.seed, args.dtype, args.init, args.backends) else 1
+        elif args.command == "summary":
+            try:
+                summary_command(args.factory, args.input_shape, args.dtype, args.markdown)
+            except (ImportError, AttributeError, ValueError) as exc:
+                print(f"deferral: error: {exc}", file=sys.stderr)
+                return 1
         elif args.command == "backends":
             from .registry import available_backends
 

@@ -92,3 +92,29 @@ def test_compare_reports_matches_and_differences(capsys: pytest.CaptureFixture[s
     finally:
         registry.unregister_backend("twin")
         registry.unregister_backend("liar")
+
+
+def make_small() -> object:
+    from deferral import nn
+
+    return nn.Sequential([nn.Dense(16, activation="relu"), nn.Dense(4)])
+
+
+def test_summary_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["summary", "tests.test_cli:make_small", "--input-shape", "N,10"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 244" in out and "(N, 4)" in out
+    assert cli.main(["summary", "tests.test_cli:make_small", "--input-shape", "2x10", "--markdown",
+                     "--dtype", "float16"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| Layer (path) |") and "| `1` | Dense | `(2, 4)` | 68 | 136 B |" in out
+
+
+def test_summary_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["summary", "no_such_module:f", "--input-shape", "N,3"]) == 1
+    assert "No module named" in capsys.readouterr().err
+    assert cli.main(["summary", "tests.test_cli", "--input-shape", "N,3"]) == 1
+    assert "MODULE:FACTORY" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["summary", "tests.test_cli:make_small", "--input-shape", "N,abc"])
+    assert "expected a shape" in capsys.readouterr().err
