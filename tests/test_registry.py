@@ -183,3 +183,18 @@ def test_import_deferral_does_not_import_numpy_either() -> None:
 
 def test_hookimpl_is_exported() -> None:
     assert isinstance(deferral.hookimpl, pluggy.HookimplMarker)
+
+
+def test_a_block_without_parameters_runs_on_the_backend_it_was_initialized_for(scratch: list[str]) -> None:
+    seen: list[str] = []
+
+    @deferral.hookimpl
+    def deferral_to_native(value: Any, dtype: Any, device: str) -> Any:
+        seen.append("shadow")
+        return deferral_numpy.deferral_to_native(value, dtype, device)
+
+    scratch.append(registry.register_backend(_plugin("shadow2", deferral_to_native=deferral_to_native)))
+    act = nn.ReLU()
+    act.initialize(backend="shadow2")
+    assert np.array_equal(act(np.array([[-1.0, 2.0]], dtype="float32")), [[0.0, 2.0]])
+    assert seen == ["shadow"]

@@ -224,6 +224,8 @@ class Block:
         :func:`deferral.seed` gave one). See :meth:`ParameterDict.initialize` for the arguments.
         """
         object.__setattr__(self, "_bound", None)
+        # A block without parameters (an activation, Dropout) still runs on the chosen backend.
+        object.__setattr__(self, "_backend_choice", backend)
         return self.collect_params().initialize(
             init, force_reinit, seed, dtype, device, backend, default_only=True
         )
@@ -357,7 +359,8 @@ class Block:
                     f"parameters ({', '.join(list(params)[:4])}{', ...' if len(params) > 4 else ''}) "
                     "have not been initialized."
                 )
-            return registry.load_backend(registry.get_backend()), None, None
+            choice = self.__dict__.get("_backend_choice")
+            return registry.load_backend(choice or registry.get_backend()), None, None
         backends = {b for b, _, _ in intents}
         if len(backends) > 1:
             raise ValueError(
