@@ -14,6 +14,7 @@ from . import nn as nn
 from . import ops as ops
 from ._fill import get_num_threads as get_num_threads
 from ._fill import set_num_threads as set_num_threads
+from ._progress import get_progress as get_progress
 from ._progress import set_progress as set_progress
 from ._shapes import TensorSpec as TensorSpec
 from ._summary import Summary as Summary
@@ -37,6 +38,7 @@ from .registry import get_backend as get_backend
 from .registry import load_backend as load_backend
 from .registry import register_backend as register_backend
 from .registry import set_backend as set_backend
+from .registry import unregister_backend as unregister_backend
 from .registry import use_backend as use_backend
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "available_backends",
     "get_backend",
     "get_num_threads",
+    "get_progress",
     "get_seed",
     "hookimpl",
     "init",
@@ -68,5 +71,6 @@ __all__ = [
     "set_progress",
     "summary",
     "train_mode",
+    "unregister_backend",
     "use_backend",
 ]

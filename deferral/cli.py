@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -157,6 +158,8 @@ def _load_factory(spec: str) -> object:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"expected MODULE:FACTORY (e.g. deferral.models:resnet18); received {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules next to you are found
     target: object = importlib.import_module(module_name)
     for part in attr.split("."):
         target = getattr(target, part)

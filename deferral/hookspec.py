@@ -36,9 +36,19 @@ if TYPE_CHECKING:
     from .init import Recipe
 
 __all__ = [
+    "CHUNK_ELEMENTS",
+    "DTYPES",
     "PROJECT",
     "BackendInfo",
     "MaterializeRequest",
+    "deferral_backend_info",
+    "deferral_canonical_device",
+    "deferral_is_native",
+    "deferral_materialize",
+    "deferral_ops",
+    "deferral_parameter_from_numpy",
+    "deferral_to_native",
+    "deferral_to_numpy",
     "hookimpl",
     "hookspec",
 ]

@@ -506,7 +506,7 @@ class ParameterDict(Mapping[str, Parameter]):
                     chosen = param._own_init or initializer or DEFAULT_INIT
                 else:
                     chosen = initializer or param._own_init or DEFAULT_INIT
-                param._record(Intent(bound.name, dtype_name, device_name, seed, path, chosen))
+                param._record(Intent(bound.name, dtype_name, device_name, seed, param.name, chosen))
         if skipped:
             warnings.warn(
                 f"{len(skipped)} parameter(s) already initialized were left unchanged "

@@ -28,12 +28,14 @@ from .errors import BackendNotFoundError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "REQUIRED_HOOKS",
     "Backend",
     "available_backends",
     "get_backend",
     "load_backend",
     "register_backend",
     "set_backend",
+    "unregister_backend",
     "use_backend",
 ]
 

@@ -123,10 +123,13 @@ class Block:
         self._params.pop(name, None)
         if isinstance(value, Block):
             self._children[name] = value
+            value._name_subtree(f"{self._path}.{name}" if self._path else name)
         elif isinstance(value, Parameter):
             self._params[name] = value
             if value._group is None:
                 value._group = self._params
+            if value._intent is None:
+                value.name = f"{self._path}.{name}" if self._path else name
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -143,7 +146,27 @@ class Block:
             )
         name = str(len(self._children)) if name is None else name
         self._children[name] = block
+        block._name_subtree(f"{self._path}.{name}" if self._path else name)
         return block
+
+    def _name_subtree(self, path: str) -> None:
+        """Give this block the structural ``path`` and its descendants and parameters theirs.
+
+        Paths are relative to the outermost block known so far; a shared block keeps the first
+        path met in the walk. Parameters keep the name ``initialize()`` gave them (it keys
+        their values), so initializing a sub-block (``net[1].initialize()``) uses the same
+        names, and values, as initializing the whole model.
+        """
+        named: set[int] = set()
+        base = f"{path}." if path else ""
+        for prefix, block in self._walk():
+            if id(block) in named:
+                continue
+            named.add(id(block))
+            object.__setattr__(block, "_path", base + prefix[:-1] if prefix else path)
+            for pname, param in block._params.items():
+                if param._intent is None:
+                    param.name = base + prefix + pname
 
     def children(self) -> Iterator[tuple[str, Block]]:
         """``(name, block)`` for each direct child, in registration order."""
@@ -161,21 +184,14 @@ class Block:
         expression the whole name must match (``".*weight"``). Parameters not initialized yet
         take the listed name as their ``.name``.
         """
+        self._name_subtree(self._path)
         found: dict[str, Parameter] = {}
         seen: set[int] = set()
-        named: set[int] = set()
         for prefix, block in self._walk():
-            if id(block) not in named:  # a shared block keeps its first path
-                named.add(id(block))
-                object.__setattr__(block, "_path", prefix[:-1] if prefix else block._path or "")
             for name, param in block._params.items():
-                if id(param) in seen:
-                    continue
-                seen.add(id(param))
-                path = prefix + name
-                if param._intent is None:
-                    param.name = path
-                found[path] = param
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    found[prefix + name] = param
         params = ParameterDict(found)
         return params.select(select) if select is not None else params
 
