@@ -134,3 +134,12 @@ def deferral_numpy_ops():  # type: ignore[no-untyped-def]
     import deferral
 
     return deferral.load_backend("numpy").ops
+
+
+def test_parameterless_block_runs_on_the_backend_of_its_input() -> None:
+    torch = pytest.importorskip("torch")
+    import deferral
+
+    deferral.load_backend("torch")
+    out = nn.ReLU()(torch.tensor([[-1.0, 2.0]]))
+    assert isinstance(out, torch.Tensor) and out.tolist() == [[0.0, 2.0]]

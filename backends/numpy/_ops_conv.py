@@ -1,22 +1,110 @@
-"""numpy implementations of the conv ops of deferral.ops (being written)."""
+"""NumPy implementations of the convolution and pooling ops (``deferral.ops.CONV_OPS``).
+
+Data is channels-first, ``(N, C, *spatial)`` with one to three spatial axes; padding arrives
+as explicit ``(before, after)`` pairs (layers resolve ``"same"``). Convolutions gather the
+windows with :func:`numpy.lib.stride_tricks.sliding_window_view` (a view, no copy) and
+contract them with the weight through :func:`numpy.tensordot` (one BLAS call per group);
+the transposed convolution scatters one kernel tap at a time into the output.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
+
+Pads = Sequence[tuple[int, int]]
 
 
-def conv(*args: Any) -> Any:
-    raise NotImplementedError("conv is not implemented yet on the numpy backend")
+def _pad(x: np.ndarray, padding: Pads, value: float = 0.0) -> np.ndarray:
+    """``x`` with its spatial axes padded by ``value`` (``x`` itself when there is nothing to pad)."""
+    if not any(before or after for before, after in padding):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), *padding), constant_values=value)
 
 
-def conv_transpose(*args: Any) -> Any:
-    raise NotImplementedError("conv_transpose is not implemented yet on the numpy backend")
+def _windows(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int],
+             dilation: Sequence[int]) -> np.ndarray:
+    """A view ``(N, C, *out, *kernel)`` of the (already padded) ``x``: the dilated kernel's taps
+    at every strided output position."""
+    n = len(kernel)
+    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    view = sliding_window_view(x, span, axis=tuple(range(2, 2 + n)))
+    index = (slice(None), slice(None), *(slice(None, None, s) for s in strides),
+             *(slice(None, None, d) for d in dilation))
+    return view[index]
 
 
-def max_pool(*args: Any) -> Any:
-    raise NotImplementedError("max_pool is not implemented yet on the numpy backend")
+def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, strides: Sequence[int],
+         padding: Pads, dilation: Sequence[int], groups: int = 1) -> np.ndarray:
+    """N-d cross-correlation; ``weight`` is ``(C_out, C_in / groups, *kernel)``."""
+    n = len(strides)
+    kernel = weight.shape[2:]
+    windows = _windows(_pad(x, padding), kernel, strides, dilation)  # (N, C, *out, *kernel)
+    c_in, c_out = x.shape[1] // groups, weight.shape[0] // groups
+    axes = ([1, *range(2 + n, 2 + 2 * n)], [1, *range(2, 2 + n)])
+    parts = [
+        np.tensordot(windows[:, g * c_in:(g + 1) * c_in], weight[g * c_out:(g + 1) * c_out], axes=axes)
+        for g in range(groups)
+    ]  # each (N, *out, C_out / groups)
+    y = parts[0] if groups == 1 else np.concatenate(parts, axis=-1)
+    y = np.moveaxis(y, -1, 1)
+    if bias is not None:
+        y = y + bias.reshape(-1, *(1,) * n)
+    return np.ascontiguousarray(y)
 
 
-def avg_pool(*args: Any) -> Any:
-    raise NotImplementedError("avg_pool is not implemented yet on the numpy backend")
+def conv_transpose(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, strides: Sequence[int],
+                   padding: Pads, output_padding: Sequence[int], dilation: Sequence[int],
+                   groups: int = 1) -> np.ndarray:
+    """The adjoint of :func:`conv`; ``weight`` is ``(C_in, C_out / groups, *kernel)``.
 
+    Every input element adds ``x * weight[..., tap]`` at ``position * stride + tap * dilation``
+    of the uncropped output; the result is that output from ``before`` on, ``output_padding``
+    longer at the end, less ``after``.
+    """
+    n = len(strides)
+    sizes, kernel = x.shape[2:], weight.shape[2:]
+    c_in, c_out = x.shape[1] // groups, weight.shape[1]
+    full = [(size - 1) * s + d * (k - 1) + 1 + op
+            for size, s, d, k, op in zip(sizes, strides, dilation, kernel, output_padding)]
+    out = np.zeros((x.shape[0], c_out * groups, *full), dtype=np.result_type(x, weight))
+    for g in range(groups):
+        # (N, *sizes, C_out / groups, *kernel): every input element times every tap.
+        taps = np.tensordot(x[:, g * c_in:(g + 1) * c_in], weight[g * c_in:(g + 1) * c_in], axes=([1], [0]))
+        taps = np.moveaxis(taps, 1 + n, 1)  # (N, C_out / groups, *sizes, *kernel)
+        target = out[:, g * c_out:(g + 1) * c_out]
+        for tap in np.ndindex(*kernel):
+            where = tuple(slice(t * d, t * d + (size - 1) * s + 1, s)
+                          for t, d, size, s in zip(tap, dilation, sizes, strides))
+            target[(slice(None), slice(None), *where)] += taps[(Ellipsis, *tap)]
+    crop = tuple(slice(before, length - after) for (before, after), length in zip(padding, full))
+    y = out[(slice(None), slice(None), *crop)]
+    if bias is not None:
+        y = y + bias.reshape(-1, *(1,) * n)
+    return np.ascontiguousarray(y)
+
+
+def max_pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads) -> np.ndarray:
+    """Maximum over windows; padding is ``-inf``, so it never wins."""
+    n = len(window)
+    windows = _windows(_pad(x, padding, -np.inf), window, strides, (1,) * n)
+    return np.ascontiguousarray(windows.max(axis=tuple(range(-n, 0))))
+
+
+def avg_pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads,
+             count_include_pad: bool = True) -> np.ndarray:
+    """Mean over windows of the zero-padded input; without ``count_include_pad`` the divisor is
+    the number of input (not padding) elements in each window."""
+    n = len(window)
+    axes = tuple(range(-n, 0))
+    sums = _windows(_pad(x, padding), window, strides, (1,) * n).sum(axis=axes)
+    if count_include_pad or not any(b or a for b, a in padding):
+        return np.ascontiguousarray(sums / math.prod(window))
+    ones = _pad(np.ones((1, 1, *x.shape[2:]), dtype=sums.dtype), padding)
+    counts = _windows(ones, window, strides, (1,) * n).sum(axis=axes)
+    return np.ascontiguousarray(sums / counts)

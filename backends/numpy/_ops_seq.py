@@ -1,26 +1,50 @@
-"""numpy implementations of the seq ops of deferral.ops (being written)."""
+"""NumPy implementations of the sequence ops of :mod:`deferral.ops` (``SEQ_OPS``).
+
+These define the semantics the other backends match: :func:`split` and :func:`unstack` return
+lists of views, :func:`where` accepts a non-boolean condition (non-zero counts as true) and
+Python scalars for either branch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 
-def split(*args: Any) -> Any:
-    raise NotImplementedError("split is not implemented yet on the numpy backend")
-
-
-def stack(*args: Any) -> Any:
-    raise NotImplementedError("stack is not implemented yet on the numpy backend")
+__all__ = ["split", "stack", "unstack", "where", "zeros"]
 
 
-def unstack(*args: Any) -> Any:
-    raise NotImplementedError("unstack is not implemented yet on the numpy backend")
+def split(x: np.ndarray, sections: int, axis: int = -1) -> list[np.ndarray]:
+    """``sections`` equal parts of ``x`` along ``axis`` (views).
+
+    Raises:
+        ValueError: if the axis does not divide into ``sections`` equal parts.
+    """
+    size = x.shape[axis]
+    if sections <= 0 or size % sections:
+        raise ValueError(
+            f"split: axis {axis} of size {size} does not divide into {sections} equal parts "
+            f"(shape {x.shape})"
+        )
+    return np.split(x, sections, axis=axis)
 
 
-def where(*args: Any) -> Any:
-    raise NotImplementedError("where is not implemented yet on the numpy backend")
+def stack(arrays: Sequence[np.ndarray], axis: int = 0) -> np.ndarray:
+    """Join arrays of one shape along a new axis."""
+    return np.stack(list(arrays), axis=axis)
 
 
-def zeros(*args: Any) -> Any:
-    raise NotImplementedError("zeros is not implemented yet on the numpy backend")
+def unstack(x: np.ndarray, axis: int = 0) -> list[np.ndarray]:
+    """The slices of ``x`` along ``axis`` (views), the axis removed."""
+    return list(np.moveaxis(x, axis, 0))
 
+
+def where(condition: Any, a: Any, b: Any) -> np.ndarray:
+    """``a`` where ``condition`` is true (non-zero), else ``b``, with broadcasting."""
+    return np.where(condition, a, b)
+
+
+def zeros(shape: Sequence[int], like: np.ndarray) -> np.ndarray:
+    """Zeros of ``shape`` with the dtype of ``like``."""
+    return np.zeros(tuple(shape), dtype=like.dtype)

@@ -1,34 +1,77 @@
-"""tensorflow implementations of the norm ops of deferral.ops (being written)."""
+"""TensorFlow implementations of the normalization, embedding, dropout and state ops.
+
+Semantics as documented in :mod:`deferral.ops` (``NORM_OPS``); every op works eagerly and
+inside ``tf.function``. Dropout masks come from TensorFlow's own random ops
+(``tf.random.set_seed`` makes them reproducible) and differ from the other backends' masks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import tensorflow as tf
 
-def batch_norm(*args: Any) -> Any:
-    raise NotImplementedError("batch_norm is not implemented yet on the tensorflow backend")
-
-
-def moments(*args: Any) -> Any:
-    raise NotImplementedError("moments is not implemented yet on the tensorflow backend")
+__all__ = ["assign", "batch_norm", "dropout", "moments", "rsqrt", "sqrt", "take"]
 
 
-def sqrt(*args: Any) -> Any:
-    raise NotImplementedError("sqrt is not implemented yet on the tensorflow backend")
+def _channel_shape(rank: int, v: Any) -> tf.Tensor:
+    return tf.reshape(v, [1, -1] + [1] * (rank - 2))
 
 
-def rsqrt(*args: Any) -> Any:
-    raise NotImplementedError("rsqrt is not implemented yet on the tensorflow backend")
+def batch_norm(x: Any, mean: Any, var: Any, gamma: Any | None, beta: Any | None, eps: float) -> tf.Tensor:
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` with per-channel vectors on axis 1."""
+    x = tf.convert_to_tensor(x)
+    rank = x.shape.rank
+    scale = tf.math.rsqrt(tf.math.add(var, tf.constant(eps, dtype=x.dtype)))
+    if gamma is not None:
+        scale = scale * gamma
+    y = (x - _channel_shape(rank, mean)) * _channel_shape(rank, scale)
+    return y if beta is None else y + _channel_shape(rank, beta)
 
 
-def take(*args: Any) -> Any:
-    raise NotImplementedError("take is not implemented yet on the tensorflow backend")
+def moments(x: Any, axes: Sequence[int], keepdims: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and biased variance over ``axes`` (``tf.nn.moments``)."""
+    mean, var = tf.nn.moments(tf.convert_to_tensor(x), axes=list(axes), keepdims=keepdims)
+    return mean, var
 
 
-def dropout(*args: Any) -> Any:
-    raise NotImplementedError("dropout is not implemented yet on the tensorflow backend")
+def sqrt(x: Any) -> tf.Tensor:
+    """Element-wise square root."""
+    return tf.math.sqrt(x)
 
 
-def assign(*args: Any) -> Any:
-    raise NotImplementedError("assign is not implemented yet on the tensorflow backend")
+def rsqrt(x: Any) -> tf.Tensor:
+    """Element-wise ``1 / sqrt(x)``."""
+    return tf.math.rsqrt(x)
 
+
+def take(weight: Any, indices: Any) -> tf.Tensor:
+    """``weight[indices]`` along the first axis (``tf.gather``).
+
+    Out-of-range indices raise ``InvalidArgumentError`` on the CPU; on a GPU TensorFlow
+    returns zeros for them.
+    """
+    return tf.gather(weight, indices)
+
+
+def dropout(x: Any, rate: float) -> tf.Tensor:
+    """Inverted dropout (``tf.nn.dropout``); masks from TensorFlow's random ops."""
+    x = tf.convert_to_tensor(x)
+    if rate == 0.0:
+        return x
+    return tf.nn.dropout(x, rate=rate)
+
+
+def assign(target: Any, value: Any) -> None:
+    """``target.assign(value)`` on a ``tf.Variable``; inside ``tf.function`` too.
+
+    Raises:
+        TypeError: if ``target`` is not a variable (tensors cannot be written in place).
+    """
+    if not isinstance(target, tf.Variable):
+        raise TypeError(
+            f"assign needs a tf.Variable (a parameter's storage) to write into. Received: "
+            f"{type(target).__name__}"
+        )
+    target.assign(tf.cast(value, target.dtype))

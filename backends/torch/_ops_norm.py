@@ -1,34 +1,76 @@
-"""torch implementations of the norm ops of deferral.ops (being written)."""
+"""PyTorch implementations of the normalization, embedding, dropout and state ops.
+
+Semantics as documented in :mod:`deferral.ops` (``NORM_OPS``). Autograd flows through every
+op but :func:`assign`, which writes a parameter's storage outside the graph. Dropout masks
+come from torch's own generator (``torch.manual_seed`` makes them reproducible); they differ
+from the NumPy and TensorFlow backends' masks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 
-def batch_norm(*args: Any) -> Any:
-    raise NotImplementedError("batch_norm is not implemented yet on the torch backend")
+__all__ = ["assign", "batch_norm", "dropout", "moments", "rsqrt", "sqrt", "take"]
 
+Tensor = torch.Tensor
 
-def moments(*args: Any) -> Any:
-    raise NotImplementedError("moments is not implemented yet on the torch backend")
-
-
-def sqrt(*args: Any) -> Any:
-    raise NotImplementedError("sqrt is not implemented yet on the torch backend")
+_INDEX_DTYPES = (torch.int64, torch.int32)
 
 
-def rsqrt(*args: Any) -> Any:
-    raise NotImplementedError("rsqrt is not implemented yet on the torch backend")
+def _channel_shape(x: Tensor, v: Tensor) -> Tensor:
+    return v.reshape((1, -1) + (1,) * (x.dim() - 2))
 
 
-def take(*args: Any) -> Any:
-    raise NotImplementedError("take is not implemented yet on the torch backend")
+def batch_norm(x: Tensor, mean: Tensor, var: Tensor, gamma: Tensor | None, beta: Tensor | None,
+               eps: float) -> Tensor:
+    """``(x - mean) / sqrt(var + eps) * gamma + beta`` with per-channel vectors on axis 1.
+
+    Uses ``F.batch_norm`` (one fused kernel) when ``mean`` and ``var`` need no gradient
+    (running statistics); batch statistics computed from ``x`` are applied with explicit
+    arithmetic, so the gradient also flows through them, as batch normalization requires.
+    """
+    if not (torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad)):
+        return F.batch_norm(x, mean, var, gamma, beta, training=False, momentum=0.0, eps=eps)
+    scale = torch.rsqrt(var + eps)
+    if gamma is not None:
+        scale = scale * gamma
+    y = (x - _channel_shape(x, mean)) * _channel_shape(x, scale)
+    return y if beta is None else y + _channel_shape(x, beta)
 
 
-def dropout(*args: Any) -> Any:
-    raise NotImplementedError("dropout is not implemented yet on the torch backend")
+def moments(x: Tensor, axes: Sequence[int], keepdims: bool = False) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance over ``axes``."""
+    var, mean = torch.var_mean(x, dim=tuple(axes), correction=0, keepdim=keepdims)
+    return mean, var
 
 
-def assign(*args: Any) -> Any:
-    raise NotImplementedError("assign is not implemented yet on the torch backend")
+sqrt = torch.sqrt
+rsqrt = torch.rsqrt
 
+
+def take(weight: Tensor, indices: Tensor) -> Tensor:
+    """``weight[indices]`` (``F.embedding``); other integer index dtypes are widened to int64.
+
+    Out-of-range indices raise ``IndexError`` on the CPU; on CUDA they trigger a device-side
+    assertion.
+    """
+    if indices.dtype not in _INDEX_DTYPES:
+        indices = indices.long()
+    return F.embedding(indices, weight)
+
+
+def dropout(x: Tensor, rate: float) -> Tensor:
+    """Inverted dropout (``F.dropout(training=True)``); masks from torch's generator."""
+    if rate == 0.0:
+        return x
+    return F.dropout(x, p=rate, training=True)
+
+
+def assign(target: Tensor, value: Any) -> None:
+    """Copy ``value`` into ``target``'s storage outside autograd (``target.copy_``)."""
+    with torch.no_grad():
+        target.copy_(value)

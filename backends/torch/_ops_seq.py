@@ -1,26 +1,63 @@
-"""torch implementations of the seq ops of deferral.ops (being written)."""
+"""PyTorch implementations of the sequence ops of :mod:`deferral.ops` (``SEQ_OPS``).
+
+Semantics follow the NumPy backend; every op is differentiable through autograd (the slices
+of :func:`split` and :func:`unstack` are views).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 
-def split(*args: Any) -> Any:
-    raise NotImplementedError("split is not implemented yet on the torch backend")
+__all__ = ["split", "stack", "unstack", "where", "zeros"]
 
-
-def stack(*args: Any) -> Any:
-    raise NotImplementedError("stack is not implemented yet on the torch backend")
+Tensor = torch.Tensor
 
 
-def unstack(*args: Any) -> Any:
-    raise NotImplementedError("unstack is not implemented yet on the torch backend")
+def split(x: Tensor, sections: int, axis: int = -1) -> list[Tensor]:
+    """``sections`` equal parts of ``x`` along ``axis`` (views).
+
+    Raises:
+        ValueError: if the axis does not divide into ``sections`` equal parts (``torch.split``
+            would return a shorter last part instead).
+    """
+    size = x.shape[axis]
+    if sections <= 0 or size % sections:
+        raise ValueError(
+            f"split: axis {axis} of size {size} does not divide into {sections} equal parts "
+            f"(shape {tuple(x.shape)})"
+        )
+    return list(torch.split(x, size // sections, dim=axis))
 
 
-def where(*args: Any) -> Any:
-    raise NotImplementedError("where is not implemented yet on the torch backend")
+def stack(arrays: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors of one shape along a new axis."""
+    return torch.stack(tuple(arrays), dim=axis)
 
 
-def zeros(*args: Any) -> Any:
-    raise NotImplementedError("zeros is not implemented yet on the torch backend")
+def unstack(x: Tensor, axis: int = 0) -> list[Tensor]:
+    """The slices of ``x`` along ``axis`` (views), the axis removed."""
+    return list(torch.unbind(x, dim=axis))
 
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """``a`` where ``condition`` is true (non-zero), else ``b``, with broadcasting.
+
+    Either branch may be a Python scalar (it takes the other branch's dtype); a condition that
+    is not a boolean tensor (a NumPy array, an integer tensor) is converted.
+    """
+    device = a.device if isinstance(a, Tensor) else b.device if isinstance(b, Tensor) else None
+    if not isinstance(condition, Tensor):
+        condition = torch.as_tensor(condition, device=device)
+    if condition.dtype != torch.bool:
+        condition = condition != 0
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        a = torch.as_tensor(a, device=device)
+    return torch.where(condition, a, b)
+
+
+def zeros(shape: Sequence[int], like: Tensor) -> Tensor:
+    """Zeros of ``shape`` with the dtype and device of ``like`` (never requiring grad)."""
+    return torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)

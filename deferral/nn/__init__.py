@@ -7,16 +7,77 @@ from ._activations import ReLU as ReLU
 from ._activations import Sigmoid as Sigmoid
 from ._activations import Softmax as Softmax
 from ._activations import Tanh as Tanh
+from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._block import Block as Block
 from ._block import Sequential as Sequential
 from ._block import predict_mode as predict_mode
 from ._block import train_mode as train_mode
+from ._conv import Conv1D as Conv1D
+from ._conv import Conv1DTranspose as Conv1DTranspose
+from ._conv import Conv2D as Conv2D
+from ._conv import Conv2DTranspose as Conv2DTranspose
+from ._conv import Conv3D as Conv3D
+from ._conv import Conv3DTranspose as Conv3DTranspose
 from ._dense import Dense as Dense
+from ._dropout import Dropout as Dropout
+from ._embedding import Embedding as Embedding
+from ._norm import BatchNorm as BatchNorm
+from ._norm import GroupNorm as GroupNorm
+from ._norm import LayerNorm as LayerNorm
+from ._pool import AvgPool1D as AvgPool1D
+from ._pool import AvgPool2D as AvgPool2D
+from ._pool import AvgPool3D as AvgPool3D
+from ._pool import GlobalAvgPool1D as GlobalAvgPool1D
+from ._pool import GlobalAvgPool2D as GlobalAvgPool2D
+from ._pool import GlobalAvgPool3D as GlobalAvgPool3D
+from ._pool import GlobalMaxPool1D as GlobalMaxPool1D
+from ._pool import GlobalMaxPool2D as GlobalMaxPool2D
+from ._pool import GlobalMaxPool3D as GlobalMaxPool3D
+from ._pool import MaxPool1D as MaxPool1D
+from ._pool import MaxPool2D as MaxPool2D
+from ._pool import MaxPool3D as MaxPool3D
+from ._rnn import GRU as GRU
+from ._rnn import LSTM as LSTM
+from ._rnn import RNN as RNN
 
-# -- convolution and pooling (family: conv) --
-
-# -- normalization, embedding, dropout (family: norm) --
-
-# -- recurrent and attention (family: seq) --
-
-__all__ = ["GELU", "Activation", "Block", "Dense", "Flatten", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "predict_mode", "train_mode"]
+__all__ = [
+    "Activation",
+    "AvgPool1D",
+    "AvgPool2D",
+    "AvgPool3D",
+    "BatchNorm",
+    "Block",
+    "Conv1D",
+    "Conv1DTranspose",
+    "Conv2D",
+    "Conv2DTranspose",
+    "Conv3D",
+    "Conv3DTranspose",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GELU",
+    "GlobalAvgPool1D",
+    "GlobalAvgPool2D",
+    "GlobalAvgPool3D",
+    "GlobalMaxPool1D",
+    "GlobalMaxPool2D",
+    "GlobalMaxPool3D",
+    "GroupNorm",
+    "GRU",
+    "LayerNorm",
+    "LSTM",
+    "MaxPool1D",
+    "MaxPool2D",
+    "MaxPool3D",
+    "MultiHeadAttention",
+    "predict_mode",
+    "ReLU",
+    "RNN",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "train_mode",
+]

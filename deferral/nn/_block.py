@@ -364,8 +364,12 @@ class Block:
         entry[1] = self.forward(*args, **kwargs)
         return entry[1]
 
-    def _binding(self) -> tuple[Any, str | None, str | None]:
-        """Return ``(backend, dtype, device)`` of this model's parameters."""
+    def _binding(self, args: tuple[Any, ...] = ()) -> tuple[Any, str | None, str | None]:
+        """Return ``(backend, dtype, device)`` of this model's parameters.
+
+        A block without parameters runs on the backend it was initialized for, else on the
+        default backend, unless its first input is another loaded backend's array.
+        """
         params = self.collect_params()
         intents = {(p.backend, p.dtype, p.device) for p in params.values() if p.backend}
         if not intents:
@@ -376,7 +380,15 @@ class Block:
                     "have not been initialized."
                 )
             choice = self.__dict__.get("_backend_choice")
-            return registry.load_backend(choice or registry.get_backend()), None, None
+            default = registry.load_backend(choice or registry.get_backend())
+            if choice is None and args and args[0] is not None:
+                # An input the default backend cannot take (another framework's tensor) picks
+                # the loaded backend it belongs to.
+                if default.to_native(args[0], None, default.info.default_device) is None:
+                    for backend in list(registry._backends.values()):
+                        if backend.is_native(args[0]):
+                            return backend, None, None
+            return default, None, None
         backends = {b for b, _, _ in intents}
         if len(backends) > 1:
             raise ValueError(
@@ -389,7 +401,7 @@ class Block:
 
     def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with _progress.task("deferral: materializing"), transaction():
-            backend, dtype, device = self._binding()
+            backend, dtype, device = self._binding(args)
             ops = backend.ops
             convert = _input_converter(self, backend, dtype, device)
             token = _ops.active.set(ops)

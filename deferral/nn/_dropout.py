@@ -1,0 +1,52 @@
+"""The dropout layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ops
+from ._block import Block
+from ._norm import _number
+
+__all__ = ["Dropout"]
+
+
+class Dropout(Block):
+    """Inverted dropout: in training mode each element is zeroed with probability ``rate`` and
+    the survivors are scaled by ``1 / (1 - rate)``; in inference mode (the default) the input
+    passes unchanged.
+
+    Training mode is ``net.train()`` or ``with deferral.train_mode():``. Masks come from the
+    backend's own generator, so they differ between backends for the same seed: PyTorch's
+    (``torch.manual_seed``), TensorFlow's (``tf.random.set_seed``), and on NumPy a generator
+    seeded from the operating system at import (``deferral_numpy._ops_norm.seed_dropout(seed)``
+    reseeds it).
+
+    Args:
+        rate: the probability of zeroing an element, in ``[0, 1)``.
+
+    Example:
+        >>> import numpy as np
+        >>> import deferral
+        >>> from deferral import nn
+        >>> drop = nn.Dropout(0.5)
+        >>> x = np.ones((2, 4), dtype="float32")
+        >>> bool((drop(x) == x).all())  # inference: identity
+        True
+        >>> with deferral.train_mode():
+        ...     y = drop(x)
+        >>> sorted(set(y.ravel().tolist()) - {0.0, 2.0})
+        []
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = _number("Dropout", "rate", rate, 0.0, 1.0, high_open=True)
+
+    def forward(self, x: Any) -> Any:
+        if self.rate == 0.0 or not self.is_training:
+            return x
+        return ops.dropout(x, self.rate)
+
+    def _extra_repr(self) -> str:
+        return f"rate={self.rate:g}"

@@ -1,0 +1,55 @@
+"""MkDocs hook: turn the Sphinx roles of deferral's docstrings into links in the API reference.
+
+The docstrings cross-reference with reStructuredText roles (:func:`deferral.seed`,
+:meth:`host_values`, :class:`~deferral.hookspec.BackendInfo`), which Markdown leaves as literal
+text. On each rendered page this hook replaces ``:role:<code>target</code>`` with a link to the
+target's heading when the page documents it (by full path, as a top-level re-export, or by a
+unique dotted suffix), and with plain code otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+_ROLE = re.compile(r":(?:func|class|meth|data|mod|attr|exc|obj):<code>(~?)([\w.]+?)(\(\))?</code>")
+_HEADING_ID = re.compile(r'<h[1-6] id="([\w.]+)" class="doc doc-heading"')
+
+
+def _top_level_aliases() -> dict[str, str]:
+    """``deferral.X`` -> ``deferral.module.X`` for the names ``deferral/__init__.py`` re-exports."""
+    init = Path(__file__).resolve().parents[1] / "deferral" / "__init__.py"
+    aliases: dict[str, str] = {}
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            for name in node.names:
+                aliases[f"deferral.{name.asname or name.name}"] = f"deferral.{node.module}.{name.name}"
+    return aliases
+
+
+_ALIASES = _top_level_aliases()
+
+
+def _resolve(target: str, ids: set[str]) -> str | None:
+    target = _ALIASES.get(target, target)
+    if target in ids:
+        return target
+    matches = [i for i in ids if i.endswith("." + target)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def on_page_content(html_text: str, **kwargs: Any) -> str:
+    ids = set(_HEADING_ID.findall(html_text))
+
+    def replace(match: re.Match[str]) -> str:
+        short, target, call = match.group(1), match.group(2), match.group(3) or ""
+        shown = html.escape((target.rsplit(".", 1)[-1] if short else target) + call)
+        anchor = _resolve(target, ids)
+        if anchor is None:
+            return f"<code>{shown}</code>"
+        return f'<a href="#{anchor}" title="{anchor}"><code>{shown}</code></a>'
+
+    return _ROLE.sub(replace, html_text)
