@@ -160,7 +160,9 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, tuple[str,
 
 
 def load_arrays(net: Block, arrays: Mapping[str, tuple[str, np.ndarray]], allow_missing: bool = False,
-                ignore_extra: bool = False, source: str = "the mapping") -> None:
+                ignore_extra: bool = False, source: str = "the mapping",
+                seeds: Mapping[str, int] | None = None,
+                options: tuple[str, str] = ("allow_missing=True", "ignore_extra=True")) -> None:
     """Load ``{structural name: (dtype, host array)}`` into ``net``, all or nothing.
 
     Shapes fill unknown dimensions (a deferred model is completed and materialized on the
@@ -176,9 +178,9 @@ def load_arrays(net: Block, arrays: Mapping[str, tuple[str, np.ndarray]], allow_
     missing = [n for n in params if n not in arrays]
     extra = [n for n in arrays if n not in params]
     if missing and not allow_missing:
-        problems.append(f"missing from {source}: {', '.join(missing)} (pass allow_missing=True to keep their current state)")
+        problems.append(f"missing from {source}: {', '.join(missing)} (pass {options[0]} to keep their current state)")
     if extra and not ignore_extra:
-        problems.append(f"not in the model: {', '.join(extra)} (pass ignore_extra=True to skip them)")
+        problems.append(f"not in the model: {', '.join(extra)} (pass {options[1]} to skip them)")
     plan: list[tuple[Parameter, Any, tuple[int, ...], Any]] = []
     for name, param in params.items():
         if name not in arrays:
@@ -201,7 +203,9 @@ def load_arrays(net: Block, arrays: Mapping[str, tuple[str, np.ndarray]], allow_
     with transaction():
         for param, host, shape, intent in plan:
             if intent is None:
-                intent = param._default_intent(arrays[_name_of(params, param)][0])
+                name = _name_of(params, param)
+                seed = (seeds or {}).get(name)
+                intent = param._default_intent(arrays[name][0], seed if isinstance(seed, int) and seed >= 0 else 0)
             param._replace(host, shape, intent)
 
 
@@ -213,5 +217,10 @@ def load_parameters(net: Block, path: str | os.PathLike[str], allow_missing: boo
                     ignore_extra: bool = False) -> dict[str, str]:
     """Load a file written by :func:`save_parameters` (any backend) into ``net``. Returns the metadata."""
     arrays, metadata = read_safetensors(path)
-    load_arrays(net, arrays, allow_missing, ignore_extra, source=repr(str(path)))
+    try:
+        seeds = json.loads(metadata.get("seeds", "{}"))
+    except json.JSONDecodeError:
+        seeds = {}
+    load_arrays(net, arrays, allow_missing, ignore_extra, source=repr(str(path)),
+                seeds=seeds if isinstance(seeds, dict) else None)
     return metadata

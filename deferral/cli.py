@@ -137,8 +137,11 @@ def compare(seed: int = 0, dtype: str = "float32", weight_init: str | None = Non
     return all_match
 
 
-def _parse_shape(text: str) -> tuple[int | None, ...]:
-    dims = []
+def _parse_shape(text: str) -> object:
+    from ._shapes import TensorSpec
+
+    text, _, dtype = text.partition(":")
+    dims: list[int | None] = []
     for part in text.replace("x", ",").split(","):
         part = part.strip()
         if part.lower() in ("n", "none", "?", "-1"):
@@ -147,9 +150,10 @@ def _parse_shape(text: str) -> tuple[int | None, ...]:
             dims.append(int(part))
         else:
             raise argparse.ArgumentTypeError(
-                f"expected a shape like 'N,3,224,224' (N or None for an unknown batch size); received {text!r}"
+                f"expected a shape like 'N,3,224,224' (N or None for an unknown batch size), optionally "
+                f"with a dtype ('N,2048:int64'); received {text!r}"
             )
-    return tuple(dims)
+    return TensorSpec(tuple(dims), dtype.strip() or "float32")
 
 
 def _load_factory(spec: str) -> object:
@@ -166,7 +170,7 @@ def _load_factory(spec: str) -> object:
     return target() if callable(target) else target
 
 
-def summary_command(spec: str, shapes: Sequence[tuple[int | None, ...]], dtype: str | None, markdown: bool) -> None:
+def summary_command(spec: str, shapes: Sequence[object], dtype: str | None, markdown: bool) -> None:
     """Build the model ``MODULE:FACTORY`` and print its summary for the given input shapes."""
     from ._summary import summary
 
@@ -193,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sum = sub.add_parser("summary", help="layers, output shapes, parameter counts and bytes, allocating nothing")
     p_sum.add_argument("factory", help="MODULE:FACTORY returning a model, e.g. deferral.models:resnet18")
     p_sum.add_argument("--input-shape", type=_parse_shape, action="append", required=True,
-                       help="one per forward argument, e.g. N,3,224,224")
+                       help="one per forward argument, e.g. N,3,224,224 (add :int64 for token ids)")
     p_sum.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32", "float64"],
                        help="price every parameter in this dtype")
     p_sum.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -209,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "summary":
             try:
                 summary_command(args.factory, args.input_shape, args.dtype, args.markdown)
-            except (ImportError, AttributeError, ValueError) as exc:
+            except (ImportError, AttributeError, ValueError, TypeError) as exc:
                 print(f"deferral: error: {exc}", file=sys.stderr)
                 return 1
         elif args.command == "backends":

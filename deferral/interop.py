@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 
+_STRICT = ("strict=False", "strict=False")
+
+
 def to_numpy_dict(net: Block) -> dict[str, np.ndarray]:
     """Host copies of every parameter by structural name (bfloat16 widened to float32)."""
     out = {}
@@ -77,7 +80,7 @@ def load_numpy_dict(net: Block, mapping: Mapping[str, Any], strict: bool = True)
 
     ``strict=False`` allows missing and ignores unexpected names.
     """
-    load_arrays(net, _entries(mapping, _from_numpy, "arrays"), not strict, not strict, "the arrays")
+    load_arrays(net, _entries(mapping, _from_numpy, "arrays"), not strict, not strict, "the arrays", options=_STRICT)
 
 
 def to_torch_state_dict(net: Block) -> dict[str, Any]:
@@ -110,7 +113,7 @@ def _from_torch(value: Any) -> tuple[str, Any]:
 
 def load_torch_state_dict(net: Block, state_dict: Mapping[str, Any], strict: bool = True) -> None:
     """Load a ``{structural name: torch.Tensor}`` mapping into ``net`` (any backend); all or nothing."""
-    load_arrays(net, _entries(state_dict, _from_torch, "state dict"), not strict, not strict, "the state dict")
+    load_arrays(net, _entries(state_dict, _from_torch, "state dict"), not strict, not strict, "the state dict", options=_STRICT)
 
 
 def to_tf_variables(net: Block) -> dict[str, Any]:
@@ -132,7 +135,10 @@ def _from_tf(value: Any) -> tuple[str, Any]:
     import tensorflow as tf
 
     if not isinstance(value, (tf.Tensor, tf.Variable)):
-        raise TypeError(f"expected a tf.Tensor or tf.Variable, received {type(value).__name__}")
+        try:  # a Keras 3 variable, or anything TensorFlow can convert
+            value = tf.convert_to_tensor(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"expected a tf.Tensor, tf.Variable or Keras variable, received {type(value).__name__}") from exc
     dtype = canonical_dtype(value.dtype.name)
     tensor = tf.cast(value, tf.float32) if dtype == "bfloat16" else tf.convert_to_tensor(value)
     return dtype, tensor.numpy()
@@ -140,4 +146,4 @@ def _from_tf(value: Any) -> tuple[str, Any]:
 
 def load_tf_weights(net: Block, weights: Mapping[str, Any], strict: bool = True) -> None:
     """Load ``{structural name: tf.Variable or tf.Tensor}`` into ``net`` (any backend); all or nothing."""
-    load_arrays(net, _entries(weights, _from_tf, "weights"), not strict, not strict, "the weights")
+    load_arrays(net, _entries(weights, _from_tf, "weights"), not strict, not strict, "the weights", options=_STRICT)

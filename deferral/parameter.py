@@ -301,12 +301,15 @@ class Parameter:
             self._intent, self._shape, self._data = intent, shape, native
             EPOCH.bump()
 
-    def _default_intent(self, dtype: str = "float32") -> Intent:
-        """The intent of a parameter given values without ``initialize()``: the default backend."""
+    def _default_intent(self, dtype: str = "float32", seed: int = 0) -> Intent:
+        """The intent of a parameter given values without ``initialize()``: the default backend.
+
+        ``seed`` records where the values came from when known (a checkpoint's metadata).
+        """
         from . import registry
 
         backend = registry.load_backend(registry.get_backend())
-        return Intent(backend.name, backend.canonical_dtype(dtype), backend.canonical_device(None), 0,
+        return Intent(backend.name, backend.canonical_dtype(dtype), backend.canonical_device(None), seed,
                       self.name, self._own_init or DEFAULT_INIT)
 
     # -- transitions (called by the core) ----------------------------------------------

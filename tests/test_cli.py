@@ -118,3 +118,21 @@ def test_summary_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["summary", "tests.test_cli:make_small", "--input-shape", "N,abc"])
     assert "expected a shape" in capsys.readouterr().err
+
+
+def test_summary_command_with_integer_inputs(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["summary", "deferral.models:gpt_decoder", "--input-shape", "N,16:int64", "--input-shape", "N,16:int64"]
+    assert cli.main(args) == 1  # gpt_decoder needs arguments: reported, not a traceback
+    assert "deferral: error:" in capsys.readouterr().err
+    assert cli.main(["summary", "tests.test_cli:tiny_gpt", "--input-shape", "N,16:int64",
+                     "--input-shape", "N,16:int64"]) == 0
+    # 50*16 + 16*16 embeddings; attention 4*(16*16+16); FFN 16*64+64 + 64*16+16; 3 LayerNorms 3*32
+    assert "Total params: 4,368" in capsys.readouterr().out
+    assert cli.main(["summary", "tests.test_cli:tiny_gpt", "--input-shape", "N,16", "--input-shape", "N,16"]) == 1
+    assert "integer" in capsys.readouterr().err
+
+
+def tiny_gpt() -> object:
+    from deferral import models
+
+    return models.gpt_decoder(1, 16, 2, 50, 16)
