@@ -1,0 +1,1 @@
+"""deferral's benchmark suite: ``python bench/run.py`` (see bench/README.md)."""
