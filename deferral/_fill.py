@@ -9,6 +9,7 @@ the recipe's, whatever the block and thread layout, so the bits never depend on 
 from __future__ import annotations
 
 import itertools
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -35,6 +36,7 @@ _pool: ThreadPoolExecutor | None = None
 _threads: int | None = None
 
 
+@functools.lru_cache(maxsize=1)
 def _default_threads() -> int:
     env = os.environ.get("DEFERRAL_NUM_THREADS", "").strip()
     if env:
@@ -86,6 +88,14 @@ def host_dtype(dtype: str) -> str:
     return "uint16" if dtype == "bfloat16" else dtype
 
 
+@functools.lru_cache(maxsize=64)
+def _constant(value: float, dtype: str) -> object:
+    """``value`` rounded to ``dtype`` once (a NumPy scalar of the host dtype)."""
+    import numpy as np
+
+    return round_to(np.full(1, value, dtype=np.float64), dtype)[0]
+
+
 def _block_values(recipe: Recipe, words: np.ndarray) -> np.ndarray:
     if recipe.kind == "uniform":
         return _random.uniform(words, recipe.a, recipe.b)
@@ -132,7 +142,7 @@ def fill(
     if n == 0:
         return
     if recipe.kind == "constant":
-        out[...] = round_to(np.full(1, recipe.a, dtype=np.float64), dtype)[0]
+        out.fill(_constant(recipe.a, dtype))
     elif recipe.kind == "orthogonal":
         from .init import _orthogonal
 

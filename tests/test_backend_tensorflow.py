@@ -22,7 +22,6 @@ tf = pytest.importorskip("tensorflow")
 
 import deferral  # noqa: E402
 import deferral_numpy._ops as np_ops  # noqa: E402
-import deferral_tensorflow  # noqa: E402
 import deferral_tensorflow._ops as tf_ops  # noqa: E402
 from deferral import init, nn, ops  # noqa: E402
 from deferral._dtypes import bfloat16_bits_to_float32, float32_to_bfloat16_bits  # noqa: E402
@@ -123,11 +122,9 @@ def test_low_precision_is_float32_reference_rounded_once(
     "initializer", [init.Uniform(0.3), init.TruncatedNormal(0.5), init.Orthogonal(), init.Constant(0.5)],
     ids=repr,
 )
-def test_block_filled_parameters_are_bit_identical(
+def test_large_and_small_parameters_are_bit_identical(
     initializer: init.Initializer, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Parameters larger than BLOCK_ELEMENTS are filled in row blocks; shrink it to use that path.
-    monkeypatch.setattr(deferral_tensorflow, "BLOCK_ELEMENTS", 16)
     x = np.random.default_rng(1).standard_normal((3, 37)).astype(np.float32)
     ref_dtype = "float32" if dtype == "bfloat16" else dtype
     reference = materialized("numpy", ref_dtype, 3, x, initializer).get_weights()
@@ -522,11 +519,6 @@ def test_gpu_parameters_bit_identical_to_cpu(
     cpu = materialized("tensorflow", dtype, 21, x, initializer)
     gpu = materialized("tensorflow", dtype, 21, x, initializer, device="cuda:0")
     for on_gpu, on_cpu in zip(gpu.parameters(), cpu.parameters()):
-        assert on_gpu.device.endswith("device:GPU:0")
-        np.testing.assert_array_equal(tf_bits(on_gpu), tf_bits(on_cpu))
-    monkeypatch.setattr(deferral_tensorflow, "BLOCK_ELEMENTS", 8)  # the block-filling path
-    blocks = materialized("tensorflow", dtype, 21, x, initializer, device="/GPU:0")
-    for on_gpu, on_cpu in zip(blocks.parameters(), cpu.parameters()):
         assert on_gpu.device.endswith("device:GPU:0")
         np.testing.assert_array_equal(tf_bits(on_gpu), tf_bits(on_cpu))
 

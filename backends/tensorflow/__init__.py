@@ -7,9 +7,10 @@ backend is first selected for a model.
 
 Values come from the core's reference path (``MaterializeRequest.host_values``) and are copied
 into the variable bit for bit, so they equal the NumPy backend's; ``bfloat16`` arrives as
-``uint16`` bit patterns and is reinterpreted with ``tf.bitcast``. A large parameter is
-allocated once and filled in blocks of rows, so materializing it needs the variable plus one
-block, not two or three full copies.
+``uint16`` bit patterns and is reinterpreted with ``tf.bitcast``. A variable is created from one
+host array holding all its values: TensorFlow then copies it, so materializing the largest
+parameter briefly needs two extra copies of it (a block-by-block fill would need less, but
+leaves the variable in TensorFlow's slow copy-on-read mode).
 
 Variables are created under ``tf.init_scope()``: a model whose first call happens inside a
 ``tf.function`` gets ordinary eager variables that the function captures.
@@ -54,9 +55,6 @@ _INFO = BackendInfo(
     default_device="/CPU:0",
     supports_cuda=True,
 )
-
-#: Elements per block when filling a large parameter (8 MiB of float64 reference values).
-BLOCK_ELEMENTS = 1 << 20
 
 _DEVICE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
 _ACCEPTED = '"/CPU:0" (also "cpu", "CPU:0"), "/GPU:N" (also "gpu", "GPU:N", "cuda", "cuda:N")'
@@ -195,7 +193,7 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
 
 @deferral.hookimpl
 def deferral_materialize(request: MaterializeRequest) -> Any:
-    """A ``tf.Variable`` with the recipe's values, generated and copied block by block."""
+    """A ``tf.Variable`` with the recipe's values (constants are filled on the device)."""
     import tensorflow as tf
 
     if request.recipe.kind == "constant":
@@ -225,30 +223,15 @@ def _tensor(host: np.ndarray, dtype: str) -> tf.Tensor:
 def _variable(
     shape: tuple[int, ...], dtype: str, device: str, trainable: bool, source: Source
 ) -> tf.Variable:
-    """Create a variable of ``shape`` on ``device`` filled with ``source``'s values.
+    """Create a variable of ``shape`` on ``device`` holding ``source``'s values.
 
-    A parameter of at most :data:`BLOCK_ELEMENTS` is created from one host array. A larger one
-    is allocated as zeros (TensorFlow moves that buffer into the variable) and filled in place,
-    a block of whole rows (first axis) at a time, so only one block exists besides the variable.
+    The values are generated into one host array and the variable is created from it. Filling
+    a zero variable block by block with strided-slice assignments would need less memory, but
+    TensorFlow then keeps the variable in copy-on-read mode: every later read copies the whole
+    tensor, which made forward passes and training steps 2-4x slower (see docs/performance.md).
     """
     import tensorflow as tf
 
     size = math.prod(shape)
     with tf.init_scope(), tf.device(device):
-        if size <= BLOCK_ELEMENTS or len(shape) == 0:
-            return tf.Variable(_tensor(source(0, size).reshape(shape), dtype), trainable=trainable)
-        var = tf.Variable(tf.zeros(shape, dtype=dtype), trainable=trainable)
-        row = size // shape[0]
-        step = max(1, BLOCK_ELEMENTS // row)
-        rest = list(shape[1:])
-        for first in range(0, shape[0], step):
-            last = min(first + step, shape[0])
-            block = _tensor(source(first * row, last * row).reshape((last - first, *rest)), dtype)
-            tf.raw_ops.ResourceStridedSliceAssign(
-                ref=var.handle,
-                begin=[first] + [0] * len(rest),
-                end=[last, *rest],
-                strides=[1] * len(shape),
-                value=block,
-            )
-        return var
+        return tf.Variable(_tensor(source(0, size).reshape(shape), dtype), trainable=trainable)
