@@ -8,8 +8,8 @@ the recipe's, whatever the block and thread layout, so the bits never depend on 
 
 from __future__ import annotations
 
-import itertools
 import functools
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -136,7 +136,6 @@ def fill(
     which is the same single rounding). ``progress`` is called with element counts as
     blocks complete (possibly from worker threads).
     """
-    import numpy as np
 
     n = out.shape[0]
     if n == 0:
