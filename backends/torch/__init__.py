@@ -3,13 +3,17 @@
 Registered through the ``deferral.backends`` entry point ``torch``. Importing this module
 imports no framework (``deferral.available_backends()`` loads it to read its
 :class:`~deferral.hookspec.BackendInfo`); torch is imported inside the hooks, when the backend
-is selected for a model. The values come from the core's recipe: materialization copies the
-host reference values, chunk by chunk, into a tensor allocated on the target device, so every
-device gets the NumPy backend's bits.
+is selected for a model. The values come from the core's recipe, with the NumPy backend's bits
+on every device: on the CPU the reference path writes straight into the new tensor; on other
+devices (CUDA) uniform, normal and truncated normal values are generated on the device itself
+(``deferral_torch._native``), and the other kinds are computed on the host and copied in, chunk
+by chunk. The environment variable ``DEFERRAL_TORCH_NATIVE`` (:data:`NATIVE_ENV`) changes where
+values are generated: see :func:`native_generation`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_ELEMENTS",
+    "NATIVE_ENV",
     "deferral_backend_info",
     "deferral_canonical_device",
     "deferral_is_native",
@@ -31,6 +36,7 @@ __all__ = [
     "deferral_parameter_from_numpy",
     "deferral_to_native",
     "deferral_to_numpy",
+    "native_generation",
 ]
 
 _INFO = BackendInfo(
@@ -45,6 +51,17 @@ _INFO = BackendInfo(
 #: Elements computed on the host and copied to the device per step of materialization; the
 #: extra memory materialization needs is one such chunk, never a second copy of the parameter.
 CHUNK_ELEMENTS = 1 << 22
+
+#: Environment variable choosing where uniform, normal and truncated normal values are
+#: generated: unset, empty or ``auto`` (on the device for every device but the CPU), ``1``
+#: (on the device everywhere, the CPU included: the tests use it to run the device code on the
+#: CPU) or ``0`` (never: host reference values copied in, the behaviour before native
+#: generation). The bits are the same in every mode.
+NATIVE_ENV = "DEFERRAL_TORCH_NATIVE"
+
+#: Recipe kinds that can be generated on the device (``deferral_torch._native.NATIVE_KINDS``,
+#: repeated here so that deciding imports no torch).
+_NATIVE_KINDS = frozenset({"uniform", "normal", "truncated_normal"})
 
 _DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
 _ACCEPTED = "'cpu', 'cuda' (the current CUDA device) or 'cuda:N' (also as a torch.device)"
@@ -147,20 +164,54 @@ def _host_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def native_generation(device_type: str, kind: str) -> bool:
+    """Whether values of recipe ``kind`` for a ``device_type`` tensor are generated on the device.
+
+    Only ``uniform``, ``normal`` and ``truncated_normal`` ever are; ``constant`` and
+    ``orthogonal`` always come from the host. For those kinds the answer follows
+    :data:`NATIVE_ENV` (read at each call): by default every device but the CPU (where the
+    multithreaded reference path is faster), with ``DEFERRAL_TORCH_NATIVE=1`` every device,
+    with ``DEFERRAL_TORCH_NATIVE=0`` none.
+
+    Raises:
+        ValueError: when :data:`NATIVE_ENV` holds anything else.
+
+    Example:
+        >>> native_generation("cuda", "orthogonal")  # a QR factorisation: always on the host
+        False
+    """
+    mode = os.environ.get(NATIVE_ENV, "").strip().lower()
+    if mode not in ("", "auto", "0", "1"):
+        raise ValueError(
+            f"{NATIVE_ENV} must be 0 (values from the host), 1 (generated on every device, the CPU "
+            f"included) or auto (generated on devices other than the CPU); received {mode!r}"
+        )
+    if kind not in _NATIVE_KINDS or mode == "0":
+        return False
+    return mode == "1" or device_type != "cpu"
+
+
 @deferral.hookimpl
 def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
     """Allocate the parameter on its device and fill it with the reference values.
 
-    The tensor is created with ``torch.empty`` directly on ``request.device``. On the CPU the
-    reference path writes straight into the tensor's memory (no second copy); on another
-    device each chunk of :data:`CHUNK_ELEMENTS` values is computed on the host and copied in,
-    so the extra memory is one chunk. Either way the bits equal the NumPy backend's.
+    The tensor is created with ``torch.empty`` directly on ``request.device``. Where
+    :func:`native_generation` says so (by default: uniform, normal and truncated normal on
+    any device but the CPU), the values are generated on the device in bounded chunks by
+    ``deferral_torch._native.fill``. Otherwise, on the CPU the reference path writes straight
+    into the tensor's memory (no second copy); on another device each chunk of
+    :data:`CHUNK_ELEMENTS` values is computed on the host and copied in, so the extra memory is
+    one chunk. Every way gives the NumPy backend's bits.
     """
     import numpy as np
     import torch
 
     values = torch.empty(request.shape, dtype=_torch_dtype(request.dtype), device=request.device)
-    if values.device.type == "cpu":
+    if native_generation(values.device.type, request.recipe.kind):
+        from . import _native
+
+        _native.fill(values, request)
+    elif values.device.type == "cpu":
         host = values.view(torch.int16).numpy().view(np.uint16) if request.dtype == "bfloat16" else values.numpy()
         request.fill_host(host)
     else:
