@@ -63,6 +63,9 @@ class Backend:
         self.name = info.name
         self._hook = manager.hook
         self._ops: Any = None
+        # Called on every forward pass: resolved once, out of pluggy's dispatch.
+        self._is_native = _direct(manager, "deferral_is_native", ("value",))
+        self._to_native = _direct(manager, "deferral_to_native", ("value", "dtype", "device"))
 
     def __repr__(self) -> str:
         return f"<deferral backend {self.name!r}>"
@@ -106,10 +109,10 @@ class Backend:
         return name
 
     def is_native(self, value: Any) -> bool:
-        return bool(self._hook.deferral_is_native(value=value))
+        return bool(self._is_native(value))
 
     def to_native(self, value: Any, dtype: str | None, device: str) -> Any:
-        return self._hook.deferral_to_native(value=value, dtype=dtype, device=device)
+        return self._to_native(value, dtype, device)
 
     def to_numpy(self, value: Any) -> Any:
         return self._hook.deferral_to_numpy(value=value)
@@ -129,6 +132,15 @@ class Backend:
                 request.trainable,
             )
         return out
+
+
+def _direct(manager: pluggy.PluginManager, name: str, args: tuple[str, ...]) -> Any:
+    """The single implementation of a firstresult hook as a plain function, else the hook call."""
+    caller = getattr(manager.hook, name)
+    impls = caller.get_hookimpls()
+    if len(impls) == 1 and not impls[0].hookwrapper and not impls[0].wrapper and tuple(impls[0].argnames) == args:
+        return impls[0].function
+    return lambda *values: caller(**dict(zip(args, values)))
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

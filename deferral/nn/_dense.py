@@ -57,7 +57,8 @@ class Dense(Block):
         if in_units is not None:
             _positive_int("in_units", in_units)
         self._act_name = activation
-        self._act = activation_fn(activation, "Dense")
+        activation_fn(activation, "Dense")  # validates the name
+        self._act = None if activation in (None, "linear") else activation
         self.weight = Parameter("weight", (units, in_units or -1), init=weight_initializer)
         self.bias = Parameter("bias", (units,), init=bias_initializer) if use_bias else None
 
@@ -68,7 +69,9 @@ class Dense(Block):
         return None if n == -1 else n
 
     def forward(self, x: Any) -> Any:
-        shape = ops.shape(x)
+        # Inside a model call the op namespace is set: call it directly (the hot path).
+        F = ops.active.get() or ops._ops(x)
+        shape = F.shape(x)
         weight, bias = self.weight, self.bias
         if (
             weight._data is None
@@ -77,8 +80,10 @@ class Dense(Block):
             or shape[-1] != weight._shape[1]
         ):
             self._check_input(shape)
-        y = ops.linear(x, weight.data(), None if bias is None else bias.data())
-        return y if self._act is None else self._act(y)
+        y = F.linear(x, weight.data(), None if bias is None else bias.data())
+        if self._act is None:
+            return y
+        return F.softmax(y, -1) if self._act == "softmax" else getattr(F, self._act)(y)
 
     def _check_input(self, shape: tuple[int, ...]) -> None:
         where = self.describe()
