@@ -112,12 +112,15 @@ def _fill_piece(
 ) -> None:
     stream = _random.Stream(key, start)
     n = out.shape[0]
-    for lo in range(0, n, BLOCK):
-        hi = min(lo + BLOCK, n)
-        values = _block_values(recipe, stream.take(hi - lo))
-        out[lo:hi] = values if dtype in ("float32", "float64") else round_to(values, dtype)
-        if progress is not None:
-            progress(hi - lo)
+    try:
+        for lo in range(0, n, BLOCK):
+            hi = min(lo + BLOCK, n)
+            values = _block_values(recipe, stream.take(hi - lo))
+            out[lo:hi] = values if dtype in ("float32", "float64") else round_to(values, dtype)
+            if progress is not None:
+                progress(hi - lo)
+    finally:
+        stream.close()
 
 
 def fill(

@@ -160,7 +160,7 @@ class MaterializeRequest:
         from . import _progress
         from ._fill import fill, host_dtype
 
-        if out.dtype.name != host_dtype(self.dtype) or not out.flags.writeable or not out.flags.c_contiguous:
+        if out.dtype != host_dtype(self.dtype) or not out.flags.writeable or not out.flags.c_contiguous:
             raise TypeError(
                 f"fill_host for {self.name!r}: expected a writable, C-contiguous "
                 f"{host_dtype(self.dtype)} array; received {out.dtype} "

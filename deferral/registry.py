@@ -66,6 +66,11 @@ class Backend:
         # Called on every forward pass: resolved once, out of pluggy's dispatch.
         self._is_native = _direct(manager, "deferral_is_native", ("value",))
         self._to_native = _direct(manager, "deferral_to_native", ("value", "dtype", "device"))
+        self._to_numpy = _direct(manager, "deferral_to_numpy", ("value",))
+        self._from_numpy = _direct(
+            manager, "deferral_parameter_from_numpy", ("array", "dtype", "device", "trainable")
+        )
+        self._materialize = _direct(manager, "deferral_materialize", ("request",))
 
     def __repr__(self) -> str:
         return f"<deferral backend {self.name!r}>"
@@ -115,15 +120,13 @@ class Backend:
         return self._to_native(value, dtype, device)
 
     def to_numpy(self, value: Any) -> Any:
-        return self._hook.deferral_to_numpy(value=value)
+        return self._to_numpy(value)
 
     def parameter_from_numpy(self, array: Any, dtype: str, device: str, trainable: bool) -> Any:
-        return self._hook.deferral_parameter_from_numpy(
-            array=array, dtype=dtype, device=device, trainable=trainable
-        )
+        return self._from_numpy(array, dtype, device, trainable)
 
     def materialize(self, request: _spec.MaterializeRequest) -> Any:
-        out = self._hook.deferral_materialize(request=request)
+        out = self._materialize(request)
         if out is None:
             out = self.parameter_from_numpy(
                 request.host_values().reshape(request.shape),
