@@ -22,10 +22,8 @@ Devices are spelled the TensorFlow way: ``"/CPU:0"`` (the default) or ``"/GPU:N"
 
 from __future__ import annotations
 
-import math
 import re
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import deferral
@@ -59,9 +57,6 @@ _INFO = BackendInfo(
 _DEVICE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
 _ACCEPTED = '"/CPU:0" (also "cpu", "CPU:0"), "/GPU:N" (also "gpu", "GPU:N", "cuda", "cuda:N")'
 
-# A function giving flat elements [start, stop) of a parameter, already in its dtype
-# (uint16 bit patterns for bfloat16).
-Source = Callable[[int, int], "np.ndarray"]
 
 
 @deferral.hookimpl
@@ -188,7 +183,7 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
                 f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
             )
         host = round_to(host.astype(np.float64), dtype)
-    return _variable(tuple(host.shape), dtype, device, trainable, _slicer(host.reshape(-1)))
+    return _variable(host, dtype, device, trainable)
 
 
 @deferral.hookimpl
@@ -200,16 +195,8 @@ def deferral_materialize(request: MaterializeRequest) -> Any:
         with tf.init_scope(), tf.device(request.device):
             scalar = _tensor(request.host_values(0, 1).reshape(()), request.dtype)
             return tf.Variable(tf.fill(request.shape, scalar), trainable=request.trainable)
-    return _variable(request.shape, request.dtype, request.device, request.trainable, request.host_values)
-
-
-def _slicer(flat: np.ndarray) -> Source:
-    """A :data:`Source` reading from a flat host array."""
-
-    def source(start: int, stop: int) -> np.ndarray:
-        return flat[start:stop]
-
-    return source
+    return _variable(request.host_values().reshape(request.shape), request.dtype, request.device,
+                     request.trainable)
 
 
 def _tensor(host: np.ndarray, dtype: str) -> tf.Tensor:
@@ -220,10 +207,8 @@ def _tensor(host: np.ndarray, dtype: str) -> tf.Tensor:
     return tf.bitcast(tensor, tf.bfloat16) if dtype == "bfloat16" else tensor
 
 
-def _variable(
-    shape: tuple[int, ...], dtype: str, device: str, trainable: bool, source: Source
-) -> tf.Variable:
-    """Create a variable of ``shape`` on ``device`` holding ``source``'s values.
+def _variable(host: np.ndarray, dtype: str, device: str, trainable: bool) -> tf.Variable:
+    """Create a variable on ``device`` holding ``host`` (values in ``dtype``; bits for bfloat16).
 
     The values are generated into one host array and the variable is created from it. Filling
     a zero variable block by block with strided-slice assignments would need less memory, but
@@ -232,6 +217,5 @@ def _variable(
     """
     import tensorflow as tf
 
-    size = math.prod(shape)
     with tf.init_scope(), tf.device(device):
-        return tf.Variable(_tensor(source(0, size).reshape(shape), dtype), trainable=trainable)
+        return tf.Variable(_tensor(host, dtype), trainable=trainable)
