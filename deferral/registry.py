@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import importlib
-import importlib.metadata
 import importlib.util
 import os
 import threading
@@ -146,8 +144,10 @@ def _direct(manager: pluggy.PluginManager, name: str, args: tuple[str, ...]) -> 
     return lambda *values: caller(**dict(zip(args, values)))
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    found: dict[str, importlib.metadata.EntryPoint] = {}
+def _entry_points() -> dict[str, Any]:
+    import importlib.metadata  # imported here: it costs ~15 ms, and `import deferral` stays cheap
+
+    found: dict[str, Any] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep)
     return found
