@@ -14,8 +14,6 @@ cheap.
 from __future__ import annotations
 
 import functools
-import hashlib
-import secrets
 import threading
 from typing import TYPE_CHECKING
 
@@ -77,6 +75,8 @@ def get_seed() -> int | None:
 
 def fresh_seed() -> int:
     """Draw a new random seed (63 bits, so it prints and round-trips everywhere)."""
+    import secrets  # imported here, like hashlib below: loading OpenSSL costs ~20 ms
+
     return secrets.randbits(63)
 
 
@@ -91,6 +91,8 @@ def derive_key(seed_value: int, path: str) -> tuple[int, int]:
         >>> derive_key(0, "0.weight")[0] == derive_key(0, "0.weight")[0]
         True
     """
+    import hashlib
+
     data = b"deferral/v1\x00" + str(_check_seed(seed_value)).encode() + b"\x00" + path.encode()
     digest = hashlib.sha256(data).digest()
     return int.from_bytes(digest[0:8], "little"), int.from_bytes(digest[8:16], "little")
