@@ -9,9 +9,10 @@ from typing import Any
 from .. import init as _init
 from .. import ops
 from ..errors import ShapeMismatchError
+from ._args import positive_int as _positive_int
 from ._block import Block
 from ._dense import Dense
-from ._rnn import _fmt, _positive_int, to_backend
+from ._rnn import _fmt, to_backend
 
 __all__ = ["MultiHeadAttention"]
 

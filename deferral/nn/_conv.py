@@ -16,8 +16,8 @@ from .. import ops
 from ..errors import ShapeMismatchError
 from ..parameter import Parameter
 from ._activations import activation_fn
+from ._args import positive_int
 from ._block import Block
-from ._dense import _positive_int
 
 __all__ = [
     "Conv1D",
@@ -183,14 +183,14 @@ class _Conv(_Windowed):
     ) -> None:
         super().__init__()
         cls, n = type(self).__name__, self._ndim
-        self.channels = _positive_int("channels", channels, cls)
+        self.channels = positive_int(cls, "channels", channels)
         self.kernel_size = _int_tuple("kernel_size", kernel_size, n, cls)
         self.strides = _int_tuple("strides", strides, n, cls)
         self.padding = _padding_arg(padding, n, cls)
         self.dilation = _int_tuple("dilation", dilation, n, cls)
-        self.groups = _positive_int("groups", groups, cls)
+        self.groups = positive_int(cls, "groups", groups)
         if in_channels is not None:
-            _positive_int("in_channels", in_channels, cls)
+            positive_int(cls, "in_channels", in_channels)
             if in_channels % groups:
                 raise ValueError(
                     f"{cls}: in_channels must be divisible by groups. Received: "

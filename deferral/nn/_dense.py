@@ -9,15 +9,10 @@ from .. import ops
 from ..errors import ShapeMismatchError
 from ..parameter import Parameter
 from ._activations import activation_fn
+from ._args import positive_int
 from ._block import Block
 
 __all__ = ["Dense"]
-
-
-def _positive_int(name: str, value: object, cls: str = "Dense") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{cls}: expected a positive integer for {name}. Received: {name}={value!r}")
-    return value
 
 
 class Dense(Block):
@@ -53,9 +48,9 @@ class Dense(Block):
         bias_initializer: _init.InitializerLike = "zeros",
     ) -> None:
         super().__init__()
-        self.units = _positive_int("units", units)
+        self.units = positive_int("Dense", "units", units)
         if in_units is not None:
-            _positive_int("in_units", in_units)
+            positive_int("Dense", "in_units", in_units)
         self._act_name = activation
         activation_fn(activation, "Dense")  # validates the name
         self._act = None if activation in (None, "linear") else activation

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ops
+from ._args import number as _number
 from ._block import Block
-from ._norm import _number
 
 __all__ = ["Dropout"]
 

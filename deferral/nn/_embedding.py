@@ -8,8 +8,8 @@ from typing import Any
 from .. import init as _init
 from .. import ops
 from ..parameter import Parameter
+from ._args import positive_int as _positive_int
 from ._block import Block
-from ._norm import _positive_int
 
 __all__ = ["Embedding"]
 

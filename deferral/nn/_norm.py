@@ -9,39 +9,13 @@ from .. import init as _init
 from .. import ops
 from ..errors import ShapeMismatchError
 from ..parameter import Parameter
+from ._args import epsilon as _epsilon
+from ._args import integer as _integer
+from ._args import number as _number
+from ._args import positive_int as _positive_int
 from ._block import Block
 
 __all__ = ["BatchNorm", "GroupNorm", "LayerNorm"]
-
-
-# -- argument checks shared by the family (also used by _embedding and _dropout) -------------
-def _positive_int(cls: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{cls}: expected a positive integer for {name}. Received: {name}={value!r}")
-    return value
-
-
-def _integer(cls: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{cls}: expected an integer for {name}. Received: {name}={value!r}")
-    return value
-
-
-def _number(cls: str, name: str, value: object, low: float, high: float, *, high_open: bool = False,
-            low_open: bool = False) -> float:
-    """``value`` as a float within ``[low, high]`` (ends excluded as asked), else ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{cls}: expected a number in {interval} for {name}. Received: {name}={value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _epsilon(cls: str, value: object) -> float:
-    return _number(cls, "epsilon", value, 0.0, math.inf, low_open=True, high_open=True)
 
 
 def _resolve_axis(where: str, axis: int, shape: tuple[int | None, ...], what: str = "axis") -> int:

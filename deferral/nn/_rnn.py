@@ -9,17 +9,12 @@ from .. import init as _init
 from .. import ops
 from ..errors import ShapeMismatchError
 from ..parameter import SHAPE_ONLY, Parameter
+from ._args import positive_int as _positive_int
 from ._block import Block
 
 __all__ = ["GRU", "LSTM", "RNN"]
 
 _KINDS = ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")
-
-
-def _positive_int(cls: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{cls}: expected a positive integer for {name}. Received: {name}={value!r}")
-    return value
 
 
 def _fmt(shape: Sequence[int | None]) -> str:
