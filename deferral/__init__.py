@@ -27,8 +27,6 @@ from .errors import DeferredInitializationError as DeferredInitializationError
 from .errors import InitializerError as InitializerError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
-from .nn import predict_mode as predict_mode
-from .nn import train_mode as train_mode
 from .parameter import Parameter as Parameter
 from .parameter import ParameterDict as ParameterDict
 from .random import get_seed as get_seed
@@ -63,14 +61,12 @@ __all__ = [
     "load_backend",
     "nn",
     "ops",
-    "predict_mode",
     "register_backend",
     "seed",
     "set_backend",
     "set_num_threads",
     "set_progress",
     "summary",
-    "train_mode",
     "unregister_backend",
     "use_backend",
 ]

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,10 +82,6 @@ SEQ_OPS: tuple[str, ...] = ("split", "stack", "unstack", "where", "zeros")
 #: backends: calling one a backend lacks raises ``NotImplementedError`` naming it.
 OP_NAMES: tuple[str, ...] = CORE_OPS + CONV_OPS + NORM_OPS + SEQ_OPS
 
-# The op namespace of the model being called (set by Block.__call__).
-active: contextvars.ContextVar[Any] = contextvars.ContextVar("deferral_ops", default=None)
-
-
 def check_namespace(backend: str, namespace: Any) -> Any:
     """Validate a backend's op namespace and return the one the core calls.
 
@@ -134,14 +129,29 @@ def implements(namespace: Any, name: str) -> bool:
     return not (isinstance(namespace, _Completed) and name in namespace.absent)
 
 
+# Array type -> op namespace, filled as arrays of loaded backends are met. Dispatch is a dict
+# lookup on the argument's type: no context variable or lock, so compilers (torch.compile)
+# trace through it.
+_by_type: dict[type, Any] = {}
+
+
 def _ops(x: Any) -> Any:
-    ns = active.get()
+    ns = _by_type.get(type(x))
     if ns is not None:
         return ns
-    from . import registry
+    return _resolve(x)
 
+
+def _resolve(x: Any) -> Any:
+    """The namespace for an array type met for the first time (or a non-array argument)."""
+    from . import registry
+    from ._shapes import SHAPE_OPS, TensorSpec
+
+    if isinstance(x, TensorSpec):
+        return SHAPE_OPS
     for backend in list(registry._backends.values()):
         if backend.is_native(x):
+            _by_type[type(x)] = backend.ops
             return backend.ops
     return registry.load_backend(registry.get_backend()).ops
 

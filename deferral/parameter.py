@@ -1,4 +1,4 @@
-"""Parameters and the deferred-state machine.
+"""Parameters and their deferred states.
 
 A :class:`Parameter` moves through three states:
 
@@ -10,87 +10,46 @@ A :class:`Parameter` moves through three states:
     a native array (NumPy array, ``torch.nn.Parameter``, ``tf.Variable``) holds its values.
 
 ``initialize()`` records the *intent* (initializer, seed, dtype, device, backend) and
-materializes at once every parameter whose shape is already known; the first forward pass
-fills in the unknown dimensions and materializes the rest. Every change of state made inside
-a :func:`transaction` is undone if the transaction raises.
+materializes at once every parameter whose layer's shapes are all known; the first forward
+pass completes the unknown dimensions (each layer's ``build`` step) and materializes the rest.
+The transitions, the lock and the transaction live in :mod:`deferral._lifecycle`; every change
+made inside a :func:`transaction` is undone if the transaction raises.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import re
-import threading
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _progress
+from . import _lifecycle, _progress
 from . import init as _init
 from . import random as _random
 from ._dtypes import ITEMSIZE
+from ._lifecycle import SHAPE_ONLY, transaction
 from .errors import DeferredInitializationError, ShapeMismatchError
-from .hookspec import MaterializeRequest
 
-__all__ = ["DEFAULT_INIT", "Parameter", "ParameterDict", "transaction"]
+if TYPE_CHECKING:
+    from .nn import Block
+
+__all__ = ["DEFAULT_INIT", "Intent", "Parameter", "ParameterDict", "transaction"]
 
 #: The initializer used for a parameter that has none of its own when ``initialize()`` gives none.
 DEFAULT_INIT: _init.Initializer = _init.XavierUniform()
 
 Shape = tuple[int, ...]
 
-# Serializes first calls and initialization across threads (materialization happens once).
-LOCK = threading.RLock()
-
-
-class _Epoch:
-    """A counter bumped whenever any parameter changes state; blocks cache against it."""
-
-    value = 0
-
-    @classmethod
-    def bump(cls) -> None:
-        cls.value += 1
-
-
-EPOCH = _Epoch
-
-#: True while a model runs on TensorSpec inputs: shapes are inferred, nothing is materialized.
-SHAPE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("deferral_shape_only", default=False)
-
-_journal: contextvars.ContextVar[dict[int, tuple[Parameter, tuple[Any, ...]]] | None] = (
-    contextvars.ContextVar("deferral_journal", default=None)
-)
-
-
-@contextlib.contextmanager
-def transaction() -> Iterator[None]:
-    """Undo every parameter state change made inside the block if it raises.
-
-    Any exception counts, ``KeyboardInterrupt`` included. Nested transactions join the
-    outermost one.
-    """
-    if _journal.get() is not None:
-        yield
-        return
-    journal: dict[int, tuple[Parameter, tuple[Any, ...]]] = {}
-    token = _journal.set(journal)
-    try:
-        with LOCK:
-            yield
-    except BaseException:
-        for param, snapshot in reversed(list(journal.values())):
-            param._restore(snapshot)
-        EPOCH.bump()
-        raise
-    finally:
-        _journal.reset(token)
-
 
 @dataclass(frozen=True)
 class Intent:
-    """What ``initialize()`` recorded for one parameter."""
+    """What ``initialize()`` recorded for one parameter.
+
+    ``path`` is the structural path the parameter had when it was initialized: with ``seed``
+    it keys the parameter's value stream.
+    """
 
     backend: str
     dtype: str
@@ -100,17 +59,30 @@ class Intent:
     init: _init.Initializer
 
 
+def _size(value: object) -> int | None:
+    """``value`` as a Python int if it is an integer (NumPy integers included), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    index = getattr(type(value), "__index__", None)
+    if index is None or isinstance(value, float):
+        return None
+    return int(index(value))
+
+
 def _normalize_shape(shape: object, where: str) -> Shape:
-    if isinstance(shape, int):
+    if _size(shape) is not None:
         shape = (shape,)
     if not isinstance(shape, (tuple, list)):
         raise TypeError(f"{where}: expected a shape (a tuple of ints). Received: {shape!r}")
     out = []
     for d in shape:
-        if d is None or d == -1 or d == 0:
+        n = None if d is None else _size(d)
+        if d is None or n in (-1, 0):
             out.append(-1)
-        elif isinstance(d, int) and not isinstance(d, bool) and d > 0:
-            out.append(int(d))
+        elif n is not None and n > 0:
+            out.append(n)
         else:
             raise ValueError(
                 f"{where}: every dimension must be a positive int, or -1/None for unknown. "
@@ -123,8 +95,9 @@ class Parameter:
     """A named tensor of a block whose shape may be partly unknown until the first forward.
 
     Args:
-        name: the local name (the block attribute); becomes the structural path
-            (``"0.weight"``) when a model collects or initializes it.
+        name: the display name (usually the block attribute it is assigned to). The
+            structural path that keys its values (``"0.weight"``) is :attr:`path`, given by
+            the model the parameter belongs to.
         shape: the shape, with ``-1`` (or ``None``/``0``) for each dimension not known yet.
         init: the parameter's own initializer (wins over the one given to
             ``Block.initialize``); ``None`` uses that one, or :data:`DEFAULT_INIT`.
@@ -135,7 +108,24 @@ class Parameter:
         >>> w = Parameter("weight", shape=(256, -1))
         >>> w.shape, w.state
         ((256, -1), 'declared')
+        >>> w.complete((256, 20))
+        >>> w.shape, w.state
+        ((256, 20), 'shaped')
     """
+
+    name: str
+    trainable: bool
+    _shape: Shape
+    _own_init: _init.Initializer | None
+    _intent: Intent | None
+    _data: Any
+    _path: str
+    # The parameters declared together with this one (its block's); initialize()
+    # materializes a parameter at once only when all of them have known shapes, so a layer is
+    # materialized as a whole.
+    _group: Mapping[str, Parameter] | None
+    # Blocks whose cached call state relies on this parameter (see deferral._lifecycle).
+    _owners: weakref.WeakSet[Block]
 
     def __init__(
         self,
@@ -148,14 +138,23 @@ class Parameter:
         self._shape = _normalize_shape(shape, f"Parameter {name!r}")
         self._own_init = _init.create(init)
         self.trainable = bool(trainable)
-        self._intent: Intent | None = None
-        self._data: Any = None
-        # The parameters declared together with this one (its block's); initialize()
-        # materializes a parameter at once only when all of them have known shapes, so a
-        # layer is materialized as a whole.
-        self._group: Mapping[str, Parameter] | None = None
+        self._intent = None
+        self._data = None
+        self._path = name
+        self._group = None
+        self._owners = weakref.WeakSet()
 
     # -- state -------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """The structural path (``"0.weight"``): where the parameter sits in its model.
+
+        Read-only: the model assigns it; ``initialize()`` freezes it, since with the seed it
+        keys the parameter's values (so ``net[1].initialize()`` gives the values
+        ``net.initialize()`` would).
+        """
+        return self._path
+
     @property
     def shape(self) -> Shape:
         """The shape, ``-1`` for each dimension not known yet."""
@@ -220,7 +219,38 @@ class Parameter:
         return None if size is None else size * ITEMSIZE[self.dtype]
 
     def __repr__(self) -> str:
-        return f"Parameter {self.name} (shape={self._shape}, dtype={self.dtype}, {self.state})"
+        return f"Parameter {self._path} (shape={self._shape}, dtype={self.dtype}, {self.state})"
+
+    # -- shapes (a layer's build step) ---------------------------------------------------
+    def complete(self, shape: object, where: str | None = None) -> None:
+        """Fix the unknown dimensions to those of ``shape``; the known ones must match.
+
+        Layers call it from ``build`` (see :meth:`deferral.nn.Block.build`); the core
+        materializes the layer afterwards. Calling it again with the same shape does nothing.
+
+        Raises:
+            ShapeMismatchError: if ``shape`` contradicts a known dimension (``where``, the
+                layer's description, is named in the message). Nothing changes then.
+        """
+        full = _normalize_shape(shape, f"Parameter {self._path!r}")
+        if full == self._shape:
+            return
+        if -1 in full or len(full) != len(self._shape) or any(
+            known not in (-1, got) for known, got in zip(self._shape, full)
+        ):
+            raise ShapeMismatchError(self._mismatch(full, where))
+        _lifecycle.complete(self, full)
+
+    def _mismatch(self, shape: Shape, where: str | None) -> str:
+        if where is None:
+            return (f"Parameter {self._path!r}: expected shape {self._shape} (-1 = any size). "
+                    f"Received shape {shape}.")
+        if self.shape_known:
+            return (f"{where}: parameter {self._path!r} has shape {self._shape}, but the input needs "
+                    f"{shape}. A materialized layer never re-initializes: feed inputs of the size it "
+                    "was built for, or create a new layer.")
+        return (f"{where}: parameter {self._path!r} expected shape {self._shape} (-1 = any size). "
+                f"Received shape {shape}.")
 
     # -- values ------------------------------------------------------------------------
     def data(self) -> Any:
@@ -245,16 +275,16 @@ class Parameter:
             if not self.shape_known:
                 fix += " and run one forward pass (net(x)), or give every input size (e.g. in_units=...)"
             return (
-                f"Parameter {self.name!r} has not been initialized (shape {self._shape}): "
+                f"Parameter {self._path!r} has not been initialized (shape {self._shape}): "
                 f"initialize() was not called. {fix}."
             )
         if self.shape_known:
             return (
-                f"Parameter {self.name!r} (shape {self._shape}) is deferred with its layer, "
+                f"Parameter {self._path!r} (shape {self._shape}) is deferred with its layer, "
                 "whose other parameters' shapes are not known yet. Run one forward pass (net(x))."
             )
         return (
-            f"Parameter {self.name!r} is deferred: initialize() was called, but its shape "
+            f"Parameter {self._path!r} is deferred: initialize() was called, but its shape "
             f"{self._shape} is not known yet (-1 marks unknown dimensions). Run one forward pass "
             "(net(x)) so it can be inferred, or give the input size when creating the layer."
         )
@@ -277,13 +307,18 @@ class Parameter:
             value = backend.to_numpy(value)
         elif not (hasattr(value, "shape") and hasattr(value, "dtype")):
             raise TypeError(
-                f"Parameter {self.name!r}: set_data expects a NumPy array or a {backend.name!r} "
+                f"Parameter {self._path!r}: set_data expects a NumPy array or a {backend.name!r} "
                 f"array. Received: {type(value).__name__}"
             )
         import numpy as np
 
         array = np.asarray(value)
-        shape = self._merged_shape(tuple(int(d) for d in array.shape), "set_data")
+        shape = tuple(int(d) for d in array.shape)
+        if len(shape) != len(self._shape) or any(k not in (-1, g) for k, g in zip(self._shape, shape)):
+            raise ShapeMismatchError(
+                f"Parameter {self._path!r}: set_data expected shape {self._shape} (-1 = any size). "
+                f"Received shape {shape}."
+            )
         if intent is None:
             intent = self._default_intent()
         from ._dtypes import round_to
@@ -295,11 +330,10 @@ class Parameter:
         from . import registry
 
         backend = registry.load_backend(intent.backend)
-        native = backend.parameter_from_numpy(host.reshape(shape), intent.dtype, intent.device, self.trainable)
         with transaction():
-            self._journal()
-            self._intent, self._shape, self._data = intent, shape, native
-            EPOCH.bump()
+            native = _lifecycle.guarded(backend.parameter_from_numpy, host.reshape(shape), intent.dtype,
+                                        intent.device, self.trainable)
+            _lifecycle.swap([(self, intent, shape, native)])
 
     def _default_intent(self, dtype: str = "float32", seed: int = 0) -> Intent:
         """The intent of a parameter given values without ``initialize()``: the default backend.
@@ -310,88 +344,12 @@ class Parameter:
 
         backend = registry.load_backend(registry.get_backend())
         return Intent(backend.name, backend.canonical_dtype(dtype), backend.canonical_device(None), seed,
-                      self.name, self._own_init or DEFAULT_INIT)
-
-    # -- transitions (called by the core) ----------------------------------------------
-    def _journal(self) -> None:
-        journal = _journal.get()
-        if journal is not None and id(self) not in journal:
-            journal[id(self)] = (self, (self._shape, self._intent, self._data, self.name))
-
-    def _restore(self, snapshot: tuple[Any, ...]) -> None:
-        self._shape, self._intent, self._data, self.name = snapshot
-
-    def _merged_shape(self, shape: Shape, where: str) -> Shape:
-        if len(shape) != len(self._shape) or any(
-            known not in (-1, got) for known, got in zip(self._shape, shape)
-        ):
-            raise ShapeMismatchError(
-                f"Parameter {self.name!r}: {where} expected shape {self._shape} (-1 = any size). "
-                f"Received shape {shape}."
-            )
-        return shape
-
-    def _record(self, intent: Intent) -> None:
-        """Record ``intent`` and materialize now if the shape is known."""
-        self._journal()
-        self._intent = intent
-        self._data = None
-        self.name = intent.path
-        group = self._group.values() if self._group is not None else (self,)
-        if all(p.shape_known for p in group):
-            self._materialize()
-        EPOCH.bump()
-
-    def _infer_shape(self, shape: Shape, where: str) -> None:
-        """Fix the unknown dimensions (during a forward pass) and materialize.
-
-        ``where`` names the layer for messages. A materialized parameter is only checked.
-        """
-        if self._data is not None or self.shape_known:
-            if shape != self._shape:
-                raise ShapeMismatchError(
-                    f"{where}: parameter {self.name!r} has shape {self._shape}, but the input "
-                    f"needs {shape}. A materialized layer never re-initializes: feed inputs "
-                    "of the size it was built for, or create a new layer."
-                )
-            if self._data is not None:
-                return
-        else:
-            merged = self._merged_shape(shape, where)
-            self._journal()
-            self._shape = merged
-            EPOCH.bump()
-        if SHAPE_ONLY.get():
-            return
-        if self._intent is None:
-            raise DeferredInitializationError(
-                f"{where}: parameter {self.name!r} has not been initialized. Call "
-                "net.initialize() before the first forward pass."
-            )
-        self._materialize()
-
-    def _materialize(self) -> None:
-        from . import registry
-
-        intent = self._intent
-        assert intent is not None and self.shape_known
-        backend = registry.load_backend(intent.backend)
-        request = MaterializeRequest(
-            name=intent.path,
-            shape=self._shape,
-            dtype=intent.dtype,
-            device=intent.device,
-            trainable=self.trainable,
-            key=_random.derive_key(intent.seed, intent.path),
-            recipe=intent.init.recipe(self._shape),
-        )
-        self._journal()
-        self._data = backend.materialize(request)
-        EPOCH.bump()
+                      self._path, self._own_init or DEFAULT_INIT)
 
     # -- copying: values travel as host arrays, so every backend's parameters pickle ---------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
+        state.pop("_owners", None)
         if self._data is not None and self._intent is not None:
             from . import registry
 
@@ -410,6 +368,7 @@ class Parameter:
             state["_data"] = backend.parameter_from_numpy(
                 host, intent.dtype, intent.device, state.get("trainable", True)
             )
+        state["_owners"] = weakref.WeakSet()
         self.__dict__.update(state)
 
 
@@ -455,22 +414,25 @@ class ParameterDict(Mapping[str, Parameter]):
     def initialize(
         self,
         init: _init.InitializerLike = None,
+        *positional: object,
         force_reinit: bool = False,
         seed: int | None = None,
         dtype: object = "float32",
         device: str | None = None,
         backend: str | None = None,
-        *,
         default_only: bool = False,
     ) -> int:
         """Record how these parameters will be initialized; materialize those with known shapes.
+
+        Every argument after ``init`` is keyword-only.
 
         Args:
             init: the initializer (or its name). Here it applies to every selected parameter;
                 with ``default_only=True`` (what ``Block.initialize`` uses) only to parameters
                 without an initializer of their own (a layer's ``weight_initializer``).
             force_reinit: re-initialize parameters that already are; without it they are left
-                unchanged and a warning says so.
+                unchanged and a warning says so. The new values are made first and swapped in
+                at once: a forward pass running meanwhile sees all old or all new values.
             seed: the seed; default: :func:`deferral.seed`'s, else a fresh one (recorded in
                 each parameter's ``.seed`` and returned).
             dtype: ``"float32"`` (default), ``"float64"``, ``"float16"`` or ``"bfloat16"``.
@@ -484,6 +446,7 @@ class ParameterDict(Mapping[str, Parameter]):
             InitializerError, BackendNotFoundError, TypeError, ValueError: for bad arguments,
                 before anything changes.
         """
+        refuse_positional("initialize", positional)
         from . import registry
 
         initializer = _init.create(init)
@@ -493,23 +456,14 @@ class ParameterDict(Mapping[str, Parameter]):
         if seed is None:
             seed = _random.get_seed()
         seed = _random.fresh_seed() if seed is None else _random._check_seed(seed)
-        skipped = []
-        group_known = [
-            p for p in self._items.values()
-            if p._intent is None or force_reinit
-            if all(q.shape_known for q in (p._group.values() if p._group is not None else (p,)))
-        ]
-        total = sum(p.size or 0 for p in group_known) * ITEMSIZE[dtype_name]
-        with _progress.task("deferral: materializing", total or None), transaction():
-            for path, param in self._items.items():
-                if param._intent is not None and not force_reinit:
-                    skipped.append(path)
-                    continue
-                if default_only:
-                    chosen = param._own_init or initializer or DEFAULT_INIT
-                else:
-                    chosen = initializer or param._own_init or DEFAULT_INIT
-                param._record(Intent(bound.name, dtype_name, device_name, seed, param.name, chosen))
+        chosen = {path: p for path, p in self._items.items() if p._intent is None or force_reinit}
+        intents = {
+            path: Intent(bound.name, dtype_name, device_name, seed, param._path,
+                         _choose(initializer, param, default_only))
+            for path, param in chosen.items()
+        }
+        _apply(chosen, intents, ITEMSIZE[dtype_name])
+        skipped = [path for path in self._items if path not in chosen]
         if skipped:
             warnings.warn(
                 f"{len(skipped)} parameter(s) already initialized were left unchanged "
@@ -533,3 +487,35 @@ class ParameterDict(Mapping[str, Parameter]):
             data = param.data()
             out.append(registry.load_backend(param.backend or registry.get_backend()).to_numpy(data))
         return out
+
+
+def refuse_positional(method: str, positional: tuple[object, ...]) -> None:
+    """Raise a clear ``TypeError`` for the old positional form of ``initialize``."""
+    if positional:
+        raise TypeError(
+            f"{method}() takes the initializer as its only positional argument; pass the others "
+            f"by keyword: {method}(init, force_reinit=..., seed=..., dtype=..., device=..., "
+            f"backend=...). Received {len(positional)} more positional argument(s): "
+            f"{', '.join(repr(a) for a in positional)}"
+        )
+
+
+def _choose(initializer: _init.Initializer | None, param: Parameter, default_only: bool) -> _init.Initializer:
+    if default_only:
+        return param._own_init or initializer or DEFAULT_INIT
+    return initializer or param._own_init or DEFAULT_INIT
+
+
+def _layer_known(param: Parameter) -> bool:
+    """Whether every parameter of ``param``'s layer has a known shape (it materializes as a whole)."""
+    group = param._group.values() if param._group is not None else (param,)
+    return all(p.shape_known for p in group)
+
+
+def _apply(params: Mapping[str, Parameter], intents: Mapping[str, Intent], itemsize: int) -> None:
+    """Make the new values of every parameter whose layer is fully shaped, then swap all in."""
+    ready = [path for path, p in params.items() if _layer_known(p)]
+    total = sum(params[path].size or 0 for path in ready) * itemsize
+    with _progress.task("deferral: materializing", total or None), transaction():
+        values = {path: _lifecycle.new_values(params[path], intents[path]) for path in ready}
+        _lifecycle.swap([(p, intents[path], p._shape, values.get(path)) for path, p in params.items()])

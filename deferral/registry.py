@@ -293,7 +293,7 @@ def register_backend(plugin: Any, name: str | None = None) -> str:
         if existing is None and name in _entry_points():
             raise ValueError(f"a backend named {name!r} is already installed through an entry point")
         _plugins[name] = plugin
-        _backends.pop(name, None)
+        _forget(name)
     return name
 
 
@@ -301,7 +301,15 @@ def unregister_backend(name: str) -> None:
     """Forget a backend registered with :func:`register_backend` (tests use this)."""
     with _lock:
         _plugins.pop(name, None)
-        _backends.pop(name, None)
+        _forget(name)
+
+
+def _forget(name: str) -> None:
+    """Drop a loaded backend and the array types dispatched to it."""
+    from . import ops
+
+    _backends.pop(name, None)
+    ops._by_type.clear()
 
 
 def set_backend(name: str | None) -> None:

@@ -189,4 +189,4 @@ def test_custom_block_uses_ops_and_gets_structural_names() -> None:
     ]
     net.initialize(seed=0)
     assert net(np.ones((2, 3), dtype="float32")).shape == (2, 5)
-    assert net[1].hidden.weight.name == "1.hidden.weight"
+    assert net[1].hidden.weight.path == "1.hidden.weight"

@@ -195,7 +195,7 @@ def test_initializing_sub_blocks_uses_their_full_names() -> None:
     parts = nn.Sequential([nn.Dense(6), nn.Dense(6)])
     parts[0].initialize(seed=0)
     parts[1].initialize(seed=0)
-    assert parts[1].weight.name == "1.weight"
+    assert parts[1].weight.path == "1.weight"
     ww, wp = run(whole), run(parts)
     assert same(ww, wp)
     assert not np.array_equal(wp[0][:, :6], wp[2])  # same shapes, different names, different values
@@ -203,7 +203,7 @@ def test_initializing_sub_blocks_uses_their_full_names() -> None:
 
 def test_names_follow_nesting_made_in_any_order() -> None:
     inner = nn.Sequential([nn.Dense(3)])
-    assert inner[0].weight.name == "0.weight"
+    assert inner[0].weight.path == "0.weight"
     outer = nn.Sequential([nn.Dense(2)])
     outer.add(inner)
-    assert inner[0].weight.name == "1.0.weight" and inner[0]._path == "1.0"
+    assert inner[0].weight.path == "1.0.weight" and inner[0]._path == "1.0"

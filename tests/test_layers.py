@@ -105,15 +105,19 @@ def test_train_and_eval_modes() -> None:
     import deferral
 
     net = nn.Sequential([nn.Dense(3), nn.Sequential([nn.Dense(2)])])
-    assert not net.training and not net[1][0].is_training
-    assert net.train() is net and net[1][0].training and net[1][0].is_training
-    with deferral.predict_mode():
-        assert not net[1][0].is_training
-    net.eval()
-    assert not net[0].training
-    with deferral.train_mode():
-        assert net[0].is_training and net[1][0].is_training
-    assert not net[0].is_training
+    blocks = [net, net[0], net[1], net[1][0]]
+    assert not any(b.training for b in blocks)
+    assert net.train() is net and all(b.training is True for b in blocks)
+    assert net[1].eval() is net[1] and net[0].training and not net[1].training and not net[1][0].training
+    assert net.eval() is net and not any(b.training for b in blocks)
+    assert net[1][0].train().training and not net.training and not net[1].training
+    assert net.train(False) is net and not any(b.training for b in blocks)
+    with pytest.raises(AttributeError, match=r"\.train\(\) or \.eval\(\)"):
+        net.training = True
+    assert not net.training
+    assert not hasattr(deferral, "train_mode") and not hasattr(deferral, "predict_mode")
+    assert not hasattr(nn, "train_mode") and not hasattr(nn, "predict_mode")
+    assert not hasattr(nn.Block, "is_training") and not hasattr(net, "is_training")
 
 
 def test_optional_ops_missing_from_a_backend_raise_clearly() -> None:

@@ -120,25 +120,28 @@ def test_batchnorm_training_batch_statistics_and_running_update(shape: tuple[int
     np.testing.assert_allclose(bn(x), bn_reference(x, rm, rv, v["gamma"], v["beta"], axis), rtol=1e-10, atol=1e-12)
 
 
-def test_batchnorm_train_mode_context_wins_over_eval() -> None:
+def test_batchnorm_train_then_eval_switches_statistics() -> None:
     bn, v = make_bn(3)
     x = normal((4, 3), 7)
-    with deferral.train_mode():
-        bn(x)
+    mean, biased, _ = batch_stats(x)
+    assert bn.train() is bn and bn.training
+    np.testing.assert_allclose(bn(x), bn_reference(x, mean, biased, v["gamma"], v["beta"]), rtol=1e-10, atol=1e-12)
     assert not np.array_equal(bn.running_mean.data(), v["running_mean"])
-    before = bn.running_mean.data().copy()
+    rm, rv = bn.running_mean.data().copy(), bn.running_var.data().copy()
+    assert bn.eval() is bn and not bn.training
+    np.testing.assert_allclose(bn(x), bn_reference(x, rm, rv, v["gamma"], v["beta"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(bn.running_mean.data(), rm)
+    np.testing.assert_array_equal(bn.running_var.data(), rv)
     bn.train()
-    with deferral.predict_mode():
-        bn(x)
-    np.testing.assert_array_equal(bn.running_mean.data(), before)
+    np.testing.assert_allclose(bn(x), bn_reference(x, mean, biased, v["gamma"], v["beta"]), rtol=1e-10, atol=1e-12)
+    assert not np.array_equal(bn.running_mean.data(), rm)
 
 
 def test_batchnorm_without_center_and_scale() -> None:
     bn = nn.BatchNorm(center=False, scale=False)
     bn.initialize(seed=0, dtype="float64")
     x = normal((5, 2, 3), 1)
-    with deferral.train_mode():
-        y = bn(x)
+    y = bn.train()(x)
     assert list(bn.collect_params()) == ["running_mean", "running_var"]
     mean, biased, _ = batch_stats(x)
     np.testing.assert_allclose(y, bn_reference(x, mean, biased, np.ones(2), np.zeros(2)), rtol=1e-10, atol=1e-12)
@@ -227,8 +230,7 @@ def test_layers_keep_the_model_dtype(dtype: str) -> None:
     net.initialize(seed=0, dtype=dtype)
     x = normal((3, 4, 5), 0, "float32")
     assert net(x).dtype == dtype
-    with deferral.train_mode():
-        assert net(x).dtype == dtype
+    assert net.train()(x).dtype == dtype
     assert all(w.dtype == dtype for w in net.get_weights())
 
 
@@ -284,8 +286,7 @@ def test_shape_inference_without_allocation() -> None:
     net = nn.Sequential([nn.Embedding(10, 8), nn.LayerNorm(), nn.Dropout(0.1)])
     assert net.infer_shape((None, 7), dtype="int64") == (None, 7, 8)
     conv_like = nn.Sequential([nn.BatchNorm(), nn.GroupNorm(2)])
-    with deferral.train_mode():
-        assert conv_like.infer_shape((None, 4, 5)) == (None, 4, 5)
+    assert conv_like.train().infer_shape((None, 4, 5)) == (None, 4, 5)
     assert [p.state for p in conv_like.collect_params().values()] == ["shaped"] * 6
     conv_like.initialize(seed=0)
     assert all(p.state == "materialized" for p in conv_like.collect_params().values())
@@ -294,8 +295,7 @@ def test_shape_inference_without_allocation() -> None:
 def test_running_statistics_are_saved_and_pickled(tmp_path: Path) -> None:
     bn = nn.BatchNorm()
     bn.initialize(seed=0)
-    with deferral.train_mode():
-        bn(normal((8, 3, 2), 0, "float32", shift=2.0))
+    bn.train()(normal((8, 3, 2), 0, "float32", shift=2.0))
     trained = bn.get_weights()
     path = tmp_path / "bn.safetensors"
     bn.save_parameters(path)
@@ -322,9 +322,9 @@ def test_dropout_modes(backend: str, rate: float) -> None:
     be = deferral.load_backend(backend)
     with deferral.use_backend(backend):
         same = be.to_numpy(drop(native))
-        with deferral.train_mode():
-            out = be.to_numpy(drop(native))
-            other = be.to_numpy(drop(native))
+        drop.train()
+        out = be.to_numpy(drop(native))
+        other = be.to_numpy(drop(native))
     assert np.array_equal(bits(same), bits(x))
     zero = out == 0
     assert abs(zero.mean() - rate) < 0.01, zero.mean()
@@ -337,11 +337,11 @@ def test_numpy_dropout_masks_can_be_seeded() -> None:
 
     drop = nn.Dropout(0.5)
     x = np.ones((50, 50), np.float32)
-    with deferral.train_mode():
-        seed_dropout(3)
-        a = drop(x)
-        seed_dropout(3)
-        b = drop(x)
+    drop.train()
+    seed_dropout(3)
+    a = drop(x)
+    seed_dropout(3)
+    b = drop(x)
     seed_dropout(None)
     assert np.array_equal(a, b)
 
@@ -349,8 +349,7 @@ def test_numpy_dropout_masks_can_be_seeded() -> None:
 def test_dropout_rate_zero_and_repr() -> None:
     drop = nn.Dropout(0)
     x = normal((3, 4), 0, "float32")
-    with deferral.train_mode():
-        assert drop(x) is x
+    assert drop.train()(x) is x
     assert repr(nn.Dropout(0.25)) == "Dropout(rate=0.25)"
 
 
@@ -407,12 +406,14 @@ def test_batchnorm_training_needs_more_than_one_value_per_channel() -> None:
     bn = nn.BatchNorm()
     bn.initialize(seed=0)
     before = snapshot(bn)
-    with deferral.train_mode(), pytest.raises(ValueError, match=r"more than 1 value per channel"):
+    bn.train()
+    with pytest.raises(ValueError, match=r"more than 1 value per channel"):
         bn(normal((1, 3), 0, "float32"))
     assert snapshot(bn) == before
-    assert bn(normal((1, 3), 0, "float32")).shape == (1, 3)  # inference is fine
+    assert bn.eval()(normal((1, 3), 0, "float32")).shape == (1, 3)  # inference is fine
     before = snapshot(bn)
-    with deferral.train_mode(), pytest.raises(ValueError, match=r"more than 1 value per channel"):
+    bn.train()
+    with pytest.raises(ValueError, match=r"more than 1 value per channel"):
         bn(normal((1, 3), 0, "float32"))
     assert snapshot(bn) == before
 
@@ -469,8 +470,9 @@ def test_parameters_bit_identical_and_outputs_agree(backend: str, dtype: str, la
     np.testing.assert_allclose(got, want, **TOL[dtype])
     for step in (1, 2):
         xs = x * np.float32(step) + np.float32(step)
-        with deferral.train_mode():
-            got, want = host(net, net(xs)), ref(xs)
+        net.train()
+        ref.train()
+        got, want = host(net, net(xs)), ref(xs)
         np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"training step {step}")
         for name, a, b in zip(names, net.get_weights(), ref.get_weights()):
             np.testing.assert_allclose(a, b, **TOL[dtype], err_msg=f"{name} after step {step}")
@@ -534,6 +536,7 @@ def test_torch_training_step_matches_torch_batchnorm_and_numpy() -> None:
     assert len(net.parameters()) == 2 and not net.running_mean.data().requires_grad
     weights = torch.tensor(normal((4, 3, 5), 3))
     net.train()
+    ref.train()
     for x in (x1, x2):
         xt = torch.tensor(x, requires_grad=True)
         opt.zero_grad()
@@ -550,8 +553,7 @@ def test_torch_training_step_matches_torch_batchnorm_and_numpy() -> None:
         torch.testing.assert_close(net.gamma.data().grad, g.grad, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(net.beta.data().grad, b.grad, rtol=1e-10, atol=1e-12)
         opt.step()
-        with deferral.train_mode():
-            ref(x)
+        ref(x)
         torch.testing.assert_close(net.running_mean.data().detach(), rm, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(net.running_var.data().detach(), rv, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(net.running_mean.data().detach().numpy(), ref.running_mean.data(), rtol=1e-10)
@@ -577,16 +579,16 @@ def test_tensorflow_training_step_in_tf_function(signature: bool) -> None:
 
     def step(x: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         with tf.GradientTape() as tape:
-            with deferral.train_mode():
-                y = net(x)
+            y = net(x)
             loss = tf.reduce_sum(y * weights)
         return y, tape.gradient(loss, net.parameters())
 
+    net.train()
+    ref.train()
     compiled = tf.function(step, **kwargs)
     for x in (x1, x2):
         y, grads = compiled(tf.constant(x))
-        with deferral.train_mode():
-            want = ref(x)
+        want = ref(x)
         np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
         assert len(grads) == 2 and all(g is not None for g in grads)
         np.testing.assert_allclose(net.running_mean.data().numpy(), ref.running_mean.data(), rtol=1e-5, atol=1e-6)

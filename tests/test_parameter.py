@@ -78,7 +78,7 @@ def test_collect_params_select_is_a_full_match_regex() -> None:
     assert list(net.collect_params(".*weight")) == ["0.weight", "1.0.weight", "1.1.weight"]
     assert list(net.collect_params(r"1\..*bias")) == ["1.0.bias"]
     assert list(net.collect_params("weight")) == []
-    assert net[1][0].weight.name == "1.0.weight"
+    assert net[1][0].weight.path == "1.0.weight"
 
 
 def test_names_freeze_at_initialize() -> None:
@@ -86,7 +86,7 @@ def test_names_freeze_at_initialize() -> None:
     net.initialize(seed=0)
     inner = net[1].collect_params()
     assert list(inner) == ["weight", "bias"]
-    assert net[1].weight.name == "1.weight"
+    assert net[1].weight.path == "1.weight"
 
 
 def test_parameter_dict_mapping_and_repr() -> None:

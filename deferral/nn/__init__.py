@@ -10,8 +10,6 @@ from ._activations import Tanh as Tanh
 from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._block import Block as Block
 from ._block import Sequential as Sequential
-from ._block import predict_mode as predict_mode
-from ._block import train_mode as train_mode
 from ._conv import Conv1D as Conv1D
 from ._conv import Conv1DTranspose as Conv1DTranspose
 from ._conv import Conv2D as Conv2D
@@ -72,12 +70,10 @@ __all__ = [
     "MaxPool2D",
     "MaxPool3D",
     "MultiHeadAttention",
-    "predict_mode",
     "ReLU",
     "RNN",
     "Sequential",
     "Sigmoid",
     "Softmax",
     "Tanh",
-    "train_mode",
 ]

@@ -117,11 +117,8 @@ class MultiHeadAttention(Block):
     def forward(self, query: Any, key: Any = None, value: Any = None, mask: Any = None) -> Any:
         key = query if key is None else key
         value = key if value is None else value
-        qs, ks, vs = ops.shape(query), ops.shape(key), ops.shape(value)
-        if len(qs) != 3 or len(ks) != 3 or len(vs) != 3 or ks[1] != vs[1] or not qs[0] == ks[0] == vs[0]:
-            self._check_inputs(qs, ks, vs)
         if mask is not None:
-            mask = self._prepare_mask(mask, qs, ks)
+            mask = self._prepare_mask(mask, ops.shape(query), ops.shape(key))
 
         heads = self.num_heads
         q = self._split_heads(ops.multiply(self.query(query), self._scale), heads)
@@ -140,8 +137,14 @@ class MultiHeadAttention(Block):
         """``(N, T, units) -> (N, heads, T, head_size)``, head ``i`` taking the ``i``-th slice."""
         return ops.stack(ops.split(x, heads, -1) if heads > 1 else [x], 1)
 
-    # -- checks (slow path only) -------------------------------------------------------------
-    def _check_inputs(self, qs: tuple[Any, ...], ks: tuple[Any, ...], vs: tuple[Any, ...]) -> None:
+    # -- build -------------------------------------------------------------------------------
+    def build(self, qs: Any, ks: Any = None, vs: Any = None, mask: Any = None) -> None:
+        """Check that query, key and value have rank 3, one batch size and one key length.
+
+        The projections complete their own input sizes when they are called.
+        """
+        ks = qs if ks is None else ks
+        vs = ks if vs is None else vs
         where = self.describe()
         for name, shape, dims in (("query", qs, "(N, Tq, Cq)"), ("key", ks, "(N, Tk, Ck)"),
                                   ("value", vs, "(N, Tk, Cv)")):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, overload
 
-from .. import _progress, registry
+from .. import _lifecycle, _progress, registry
 from .. import ops as _ops
-from .._shapes import SHAPE_OPS, TensorSpec
+from .._lifecycle import SHAPE_ONLY, transaction
+from .._shapes import TensorSpec
 from ..errors import DeferredInitializationError
-from ..parameter import EPOCH, LOCK, SHAPE_ONLY, Parameter, ParameterDict, transaction
+from ..parameter import Parameter, ParameterDict, refuse_positional
 
-__all__ = ["Block", "Sequential", "predict_mode", "train_mode"]
+__all__ = ["Block", "Sequential"]
 
 # While deferral.summary() runs: [block, output spec] of every block call, parent first.
 _recorder: contextvars.ContextVar[list[list[Any]] | None] = contextvars.ContextVar(
@@ -30,41 +30,43 @@ def _shapes_of(out: Any) -> Any:
     return out
 
 
-_mode: contextvars.ContextVar[bool | None] = contextvars.ContextVar("deferral_train_mode", default=None)
-
-
-@contextlib.contextmanager
-def train_mode(enabled: bool = True) -> Iterator[None]:
-    """Within the block, every block behaves as in training (Dropout drops, BatchNorm uses
-    batch statistics and updates its running ones), whatever its ``train()``/``eval()`` setting.
-
-    Example:
-        >>> import deferral
-        >>> with deferral.train_mode():
-        ...     pass
-    """
-    token = _mode.set(bool(enabled))
+def _input_shapes(values: Any) -> Any:
+    """What ``build`` receives for call arguments: an array's shape, a list's shapes, else the value."""
+    if isinstance(values, (list, tuple)):
+        return [_input_shapes(v) for v in values]
+    if values is None or isinstance(values, (bool, int, float, complex, str, bytes, type)):
+        return values
     try:
-        yield
-    finally:
-        _mode.reset(token)
+        return tuple(_ops.shape(values))
+    except Exception:  # not an array of any loaded backend: build sees the value itself
+        return values
 
 
-def predict_mode() -> contextlib.AbstractContextManager[None]:
-    """Within the block, every block behaves as in inference (the opposite of :func:`train_mode`)."""
-    return train_mode(False)
+class _NotNative(TypeError):
+    """An argument the bound backend cannot take as it is (a TensorSpec, another framework's array)."""
+
+
+class _CallState:
+    """What a block's fast path needs once all its parameters exist: the input converter."""
+
+    __slots__ = ("convert",)
+
+    def __init__(self, convert: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> None:
+        self.convert = convert
 
 
 class Block:
     """Base class of every layer and model.
 
     Subclass it, create children and parameters as attributes in ``__init__`` (after
-    ``super().__init__()``), and write ``forward`` with :mod:`deferral.ops`. Children and
-    parameters get structural names from the attributes (``"hidden.weight"``).
+    ``super().__init__()``), complete the parameters' unknown dimensions in :meth:`build`,
+    and write ``forward`` with :mod:`deferral.ops`. Children and parameters get structural
+    names from the attributes (``"hidden.weight"``).
 
-    Calling a block runs ``forward``. The first call on a model with deferred parameters
-    infers their shapes and materializes them as one transaction: if it raises, every
-    parameter is back in its previous state. Later calls only check a flag.
+    Calling a block runs ``forward``. The first call on a model with deferred parameters runs
+    each layer's ``build`` with the shapes of its inputs and materializes the parameters, as
+    one transaction: if it raises, every parameter is back in its previous state. Later calls
+    check one flag and run ``forward``.
 
     Example:
         >>> import numpy as np
@@ -84,11 +86,21 @@ class Block:
         ['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias']
     """
 
+    #: Whether the block computes in training mode (Dropout drops, BatchNorm uses and updates
+    #: batch statistics). Set it with :meth:`train` and :meth:`eval`.
+    training: bool
+    _children: dict[str, Block]
+    _params: dict[str, Parameter]
+    _path: str
+    _state: _CallState | None
+    _backend_choice: str | None
+
     def __init__(self) -> None:
         object.__setattr__(self, "_children", {})
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_path", "")
-        object.__setattr__(self, "_bound", None)
+        object.__setattr__(self, "_state", None)
+        object.__setattr__(self, "_backend_choice", None)
         object.__setattr__(self, "training", False)
 
     # -- modes -------------------------------------------------------------------------
@@ -96,8 +108,8 @@ class Block:
         """Put this block and its descendants in training mode (``False``: inference). Returns self.
 
         Blocks start in inference mode, as in Keras and Gluon: Dropout is off and BatchNorm
-        uses its running statistics until you call ``net.train()`` or use
-        :func:`deferral.train_mode`.
+        uses its running statistics until you call ``net.train()``; ``net.eval()`` switches
+        back. Read the mode from ``block.training``.
         """
         for _, block in self._walk():
             object.__setattr__(block, "training", bool(mode))
@@ -107,34 +119,33 @@ class Block:
         """Put this block and its descendants in inference mode. Returns self."""
         return self.train(False)
 
-    @property
-    def is_training(self) -> bool:
-        """Whether the block computes in training mode now (``train_mode()`` wins over ``train()``)."""
-        forced = _mode.get()
-        return self.training if forced is None else forced
-
     # -- structure ---------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         if "_children" not in self.__dict__:
             raise AttributeError(
                 f"{type(self).__name__}: call super().__init__() before assigning attributes"
             )
+        if name == "training":
+            raise AttributeError(
+                f"{self.describe()}: set the mode with .train() or .eval(), which also set it on "
+                "every descendant"
+            )
         self._children.pop(name, None)
         self._params.pop(name, None)
         if isinstance(value, Block):
             self._children[name] = value
             value._name_subtree(f"{self._path}.{name}" if self._path else name)
+            self._drop_call_state()
+            object.__setattr__(self, name, value)
         elif isinstance(value, Parameter):
-            self._params[name] = value
-            if value._group is None:
-                value._group = self._params
-            if value._intent is None:
-                value.name = f"{self._path}.{name}" if self._path else name
-        object.__setattr__(self, name, value)
+            self.register_parameter(name, value)
+        else:
+            object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
         self._children.pop(name, None)
         self._params.pop(name, None)
+        self._drop_call_state()
         object.__delattr__(self, name)
 
     def register_child(self, block: Block, name: str | None = None) -> Block:
@@ -147,15 +158,46 @@ class Block:
         name = str(len(self._children)) if name is None else name
         self._children[name] = block
         block._name_subtree(f"{self._path}.{name}" if self._path else name)
+        self._drop_call_state()
         return block
+
+    def register_parameter(self, name: str, param: Parameter) -> Parameter:
+        """Add ``param`` under ``name`` (for names made at run time, e.g. per layer of an RNN).
+
+        ``self.weight = Parameter(...)`` does the same for a fixed name: the parameter is also
+        the attribute ``name``. Returns ``param``; :meth:`param` finds it again.
+        """
+        if not isinstance(param, Parameter):
+            raise TypeError(
+                f"{self.describe()}: expected a deferral.Parameter for {name!r}. "
+                f"Received: {type(param).__name__}"
+            )
+        self._params[name] = param
+        if param._group is None:
+            param._group = self._params
+        if param._intent is None:
+            param._path = f"{self._path}.{name}" if self._path else name
+        object.__setattr__(self, name, param)
+        self._drop_call_state()
+        return param
+
+    def param(self, name: str) -> Parameter:
+        """This block's own parameter ``name`` (``KeyError`` naming the known ones if absent)."""
+        try:
+            return self._params[name]
+        except KeyError:
+            raise KeyError(
+                f"{self.describe()} has no parameter {name!r}. Its parameters: "
+                f"{', '.join(self._params) or '(none)'}"
+            ) from None
 
     def _name_subtree(self, path: str) -> None:
         """Give this block the structural ``path`` and its descendants and parameters theirs.
 
         Paths are relative to the outermost block known so far; a shared block keeps the first
-        path met in the walk. Parameters keep the name ``initialize()`` gave them (it keys
-        their values), so initializing a sub-block (``net[1].initialize()``) uses the same
-        names, and values, as initializing the whole model.
+        path met in the walk. Parameters keep the path ``initialize()`` froze (it keys their
+        values), so initializing a sub-block (``net[1].initialize()``) uses the same paths,
+        and values, as initializing the whole model.
         """
         named: set[int] = set()
         base = f"{path}." if path else ""
@@ -166,7 +208,7 @@ class Block:
             object.__setattr__(block, "_path", base + prefix[:-1] if prefix else path)
             for pname, param in block._params.items():
                 if param._intent is None:
-                    param.name = base + prefix + pname
+                    param._path = base + prefix + pname
 
     def children(self) -> Iterator[tuple[str, Block]]:
         """``(name, block)`` for each direct child, in registration order."""
@@ -182,7 +224,7 @@ class Block:
 
         A shared parameter is listed once, under its first path. ``select`` is a regular
         expression the whole name must match (``".*weight"``). Parameters not initialized yet
-        take the listed name as their ``.name``.
+        take the listed name as their :attr:`~deferral.Parameter.path`.
         """
         self._name_subtree(self._path)
         found: dict[str, Parameter] = {}
@@ -215,13 +257,14 @@ class Block:
                     if not isinstance(other, Parameter):
                         raise TypeError(f"share_parameters: {prefix + name!r} is not a Parameter")
                     setattr(block, name, other)
-        object.__setattr__(self, "_bound", None)
+        self._drop_call_state()
         return self
 
     # -- initialization ----------------------------------------------------------------
     def initialize(
         self,
         init: Any = None,
+        *positional: object,
         force_reinit: bool = False,
         seed: int | None = None,
         dtype: object = "float32",
@@ -230,20 +273,23 @@ class Block:
     ) -> int:
         """Record how every parameter will be initialized and bind the model to a backend.
 
-        Parameters whose shapes are known are materialized at once; the others wait for the
-        first forward pass. ``init`` applies to parameters without an initializer of their
-        own (biases of built-in layers start at zero); the default is
+        Parameters whose layer's shapes are all known are materialized at once; the others
+        wait for the first forward pass. ``init`` applies to parameters without an initializer
+        of their own (biases of built-in layers start at zero); the default is
         :data:`deferral.parameter.DEFAULT_INIT` (Xavier uniform). Without ``force_reinit``,
-        parameters initialized before are left unchanged, with a warning.
+        parameters initialized before are left unchanged, with a warning. Every argument
+        after ``init`` is keyword-only.
 
         Returns the seed used (drawn afresh and recorded when neither ``seed`` nor
         :func:`deferral.seed` gave one). See :meth:`ParameterDict.initialize` for the arguments.
         """
-        object.__setattr__(self, "_bound", None)
+        refuse_positional("initialize", positional)
+        self._drop_call_state()
         # A block without parameters (an activation, Dropout) still runs on the chosen backend.
         object.__setattr__(self, "_backend_choice", backend)
         return self.collect_params().initialize(
-            init, force_reinit, seed, dtype, device, backend, default_only=True
+            init, force_reinit=force_reinit, seed=seed, dtype=dtype, device=device, backend=backend,
+            default_only=True,
         )
 
     def get_weights(self) -> list[Any]:
@@ -293,7 +339,36 @@ class Block:
 
         return load_parameters(self, path, allow_missing, ignore_extra)
 
-    # -- calling -----------------------------------------------------------------------
+    # -- building and calling ----------------------------------------------------------
+    def build(self, *input_shapes: Any, **kwargs: Any) -> None:
+        """Complete this block's own parameter shapes from the shapes of its inputs.
+
+        The core calls it before a call that cannot take the fast path (the first call,
+        shape inference) with one entry per argument of ``forward``: an array's shape as a
+        tuple (``None`` for a size unknown while tracing), a list of shapes for a list of
+        arrays, other values as they are. It also calls it to explain a failing call. So it
+        must only check the shapes and :meth:`~deferral.Parameter.complete` parameters: with
+        shapes that fit, a second call changes nothing. Raise
+        :class:`~deferral.ShapeMismatchError` (or ``ValueError``) naming the block for inputs
+        that do not fit. The default does nothing (containers, parameter-free layers).
+
+        Example:
+            >>> from deferral import Parameter, nn, ops
+            >>> class Scale(nn.Block):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.alpha = Parameter("alpha", (-1,), init="ones")
+            ...     def build(self, x_shape):
+            ...         self.alpha.complete((x_shape[-1],), self.describe())
+            ...     def forward(self, x):
+            ...         return ops.multiply(x, self.alpha.data())
+            >>> layer = Scale()
+            >>> layer.infer_shape((2, 5))
+            (2, 5)
+            >>> layer.alpha.shape
+            (5,)
+        """
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Compute the block's output with :mod:`deferral.ops`. Subclasses implement it."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
@@ -303,21 +378,58 @@ class Block:
         return f"{type(self).__name__} {self._path!r}" if self._path else type(self).__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        active = _ops.active.get()
-        if active is not None:
-            if active is SHAPE_OPS:
-                return self._shape_forward(args, kwargs)
-            return self.forward(*args, **kwargs)
-        if args and isinstance(args[0], TensorSpec):
-            return self._shape_call(args, kwargs)
-        bound = self._bound
-        if bound is None or bound[0] != EPOCH.value:
-            return self._first_call(args, kwargs)
-        token = _ops.active.set(bound[1])
+        state = self._state
+        if state is not None:
+            try:
+                out = self.forward(*state.convert(args), **kwargs)
+            except _NotNative:
+                return self._slow_call(args, kwargs)
+            except Exception as exc:
+                self._explain(state, args, kwargs, exc)
+                raise
+            if self._state is state:
+                return out
+        return self._slow_call(args, kwargs)
+
+    def _drop_call_state(self) -> None:
+        object.__setattr__(self, "_state", None)
+
+    def _explain(self, state: _CallState, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 exc: Exception) -> None:
+        """Raise a clear error if ``build`` says the inputs do not fit; else return."""
         try:
-            return self.forward(*bound[2](args), **kwargs)
-        finally:
-            _ops.active.reset(token)
+            shapes = _input_shapes(state.convert(args))
+            kwshapes = {k: _input_shapes(v) for k, v in kwargs.items()}
+        except Exception:
+            return
+        try:
+            self.build(*shapes, **kwshapes)
+        except Exception as clear:  # build refusing the inputs is the clearer error
+            raise clear from exc
+
+    def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if SHAPE_ONLY.get() or any(isinstance(a, TensorSpec) for a in args):
+            return self._shape_call(args, kwargs)
+        with _progress.task("deferral: materializing"), transaction():
+            backend, dtype, device = self._binding(args)
+            convert = _input_converter(self, backend, dtype, device)
+            inputs = convert(args)
+            self._build(inputs, kwargs)
+            out = self.forward(*inputs, **kwargs)
+            params = self.collect_params().values()
+            if all(p._data is not None for p in params):
+                for p in params:
+                    p._owners.add(self)
+                object.__setattr__(self, "_state", _CallState(convert))
+        return out
+
+    def _build(self, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run ``build`` with the inputs' shapes, then materialize this block's own parameters."""
+        if type(self).build is not Block.build:
+            self.build(*_input_shapes(inputs), **{k: _input_shapes(v) for k, v in kwargs.items()})
+        own = self._params.values()
+        if not SHAPE_ONLY.get() and own and all(p.shape_known for p in own):
+            _lifecycle.materialize(own)
 
     # -- shape-only execution ------------------------------------------------------------
     def infer_shape(self, *input_shapes: Any, dtype: str | None = None) -> Any:
@@ -341,21 +453,22 @@ class Block:
             ((256, 20), 'shaped')
         """
         specs = [s if isinstance(s, TensorSpec) else TensorSpec(tuple(s), dtype or "float32") for s in input_shapes]
-        out = self(*specs)
+        out = self._shape_call(tuple(specs), {})
         return _shapes_of(out)
 
     def _shape_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if SHAPE_ONLY.get():
+            return self._shape_forward(args, kwargs)
         self.collect_params()  # assigns structural paths for messages and summaries
-        token_shape = SHAPE_ONLY.set(True)
-        token_ops = _ops.active.set(SHAPE_OPS)
+        token = SHAPE_ONLY.set(True)
         try:
             with transaction():
                 return self._shape_forward(args, kwargs)
         finally:
-            _ops.active.reset(token_ops)
-            SHAPE_ONLY.reset(token_shape)
+            SHAPE_ONLY.reset(token)
 
     def _shape_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._build(args, kwargs)
         recorder = _recorder.get()
         if recorder is None:
             return self.forward(*args, **kwargs)
@@ -379,7 +492,7 @@ class Block:
                     f"parameters ({', '.join(list(params)[:4])}{', ...' if len(params) > 4 else ''}) "
                     "have not been initialized."
                 )
-            choice = self.__dict__.get("_backend_choice")
+            choice = self._backend_choice
             default = registry.load_backend(choice or registry.get_backend())
             if choice is None and args and args[0] is not None:
                 # An input the default backend cannot take (another framework's tensor) picks
@@ -399,25 +512,10 @@ class Block:
         backend, dtype, device = sorted(intents, key=str)[0]
         return registry.load_backend(backend), dtype, device
 
-    def _first_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with _progress.task("deferral: materializing"), transaction():
-            backend, dtype, device = self._binding(args)
-            ops = backend.ops
-            convert = _input_converter(self, backend, dtype, device)
-            token = _ops.active.set(ops)
-            try:
-                out = self.forward(*convert(args), **kwargs)
-            finally:
-                _ops.active.reset(token)
-            ready = all(p.initialized for p in self.collect_params().values())
-        with LOCK:
-            object.__setattr__(self, "_bound", (EPOCH.value, ops, convert) if ready else None)
-        return out
-
     # -- copying, printing -------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_bound"] = None
+        state["_state"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -448,10 +546,12 @@ def _input_converter(block: Block, backend: Any, dtype: str | None, device: str 
             return args
         out = []
         for i, arg in enumerate(args):
+            if type(arg) is TensorSpec:
+                raise _NotNative(f"{name}: a TensorSpec takes the shape-only path")
             native = None if arg is None else to_native(arg, dtype, device)
             if native is None:
                 if i == 0:
-                    raise TypeError(
+                    raise _NotNative(
                         f"{name}: expected an array as input (a NumPy array or a "
                         f"{backend.name!r} backend array). Received: {type(arg).__name__}. "
                         "Convert it first, e.g. numpy.asarray(x, dtype='float32')."
@@ -486,7 +586,6 @@ class Sequential(Block):
         """Append blocks (the same block may be added twice: its parameters are shared)."""
         for block in blocks:
             self.register_child(block)
-        object.__setattr__(self, "_bound", None)
         return self
 
     def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:

@@ -108,10 +108,12 @@ class _Windowed(Block):
     size, resolved and checked once per spatial size (then cached)."""
 
     _ndim: ClassVar[int] = 2
+    # The last spatial size met and its resolved padding.
+    _resolved: tuple[tuple[Any, ...], Pads] | None
 
     def __init__(self) -> None:
         super().__init__()
-        object.__setattr__(self, "_resolved", None)
+        self._resolved = None
 
     @property
     def _layout(self) -> str:
@@ -133,7 +135,7 @@ class _Windowed(Block):
         if cached is not None and cached[0] == spatial:
             return cached[1]
         pads = self._resolve(shape)
-        object.__setattr__(self, "_resolved", (spatial, pads))
+        self._resolved = (spatial, pads)
         return pads
 
     def _resolve(self, shape: tuple[Any, ...]) -> Pads:
@@ -211,7 +213,7 @@ class _Conv(_Windowed):
 
     def _known_channels(self) -> int:
         """The input channels the weight fixes, or -1."""
-        per_group = self.weight._shape[1]
+        per_group = self.weight.shape[1]
         return -1 if per_group == -1 else per_group * self.groups
 
     @property
@@ -221,16 +223,8 @@ class _Conv(_Windowed):
         return None if known == -1 else known
 
     def forward(self, x: Any) -> Any:
-        shape = ops.shape(x)
-        weight, bias = self.weight, self.bias
-        if (
-            weight._data is None
-            or (bias is not None and bias._data is None)
-            or len(shape) != self._ndim + 2
-            or shape[1] != self._known_channels()
-        ):
-            self._check_input(shape)
-        y = self._apply(x, weight.data(), None if bias is None else bias.data(), self._pads(shape))
+        bias = self.bias
+        y = self._apply(x, self.weight.data(), None if bias is None else bias.data(), self._pads(ops.shape(x)))
         return y if self._act is None else self._act(y)
 
     def _apply(self, x: Any, weight: Any, bias: Any, pads: Pads) -> Any:
@@ -246,7 +240,8 @@ class _Conv(_Windowed):
                           "Use a larger input, more padding (or padding='same'), or a smaller kernel.")
         return pads
 
-    def _check_input(self, shape: tuple[Any, ...]) -> None:
+    def build(self, shape: Any) -> None:
+        """Check the input's rank, channels and spatial sizes; complete ``in_channels``."""
         where = self.describe()
         self._check_rank(shape)
         channels = shape[1]
@@ -270,9 +265,7 @@ class _Conv(_Windowed):
                 "are a multiple of groups, or change groups."
             )
         self._pads(shape)
-        self.weight._infer_shape(self._weight_shape(channels), where)
-        if self.bias is not None:
-            self.bias._infer_shape((self.channels,), where)
+        self.weight.complete(self._weight_shape(channels), where)
 
     def _extra_repr(self) -> str:
         known = self._known_channels()
@@ -415,7 +408,7 @@ class _ConvTranspose(_Conv):
         return (in_channels, self.channels // self.groups, *self.kernel_size)
 
     def _known_channels(self) -> int:
-        return self.weight._shape[0]
+        return self.weight.shape[0]
 
     def _apply(self, x: Any, weight: Any, bias: Any, pads: Pads) -> Any:
         return ops.conv_transpose(x, weight, bias, self.strides, pads, self._fixed[1], self.dilation,

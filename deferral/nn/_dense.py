@@ -63,45 +63,38 @@ class Dense(Block):
         n = self.weight.shape[1]
         return None if n == -1 else n
 
-    def forward(self, x: Any) -> Any:
-        # Inside a model call the op namespace is set: call it directly (the hot path).
-        F = ops.active.get() or ops._ops(x)
-        shape = F.shape(x)
-        weight, bias = self.weight, self.bias
-        if (
-            weight._data is None
-            or (bias is not None and bias._data is None)
-            or len(shape) < 2
-            or shape[-1] != weight._shape[1]
-        ):
-            self._check_input(shape)
-        y = F.linear(x, weight.data(), None if bias is None else bias.data())
-        if self._act is None:
-            return y
-        return F.softmax(y, -1) if self._act == "softmax" else getattr(F, self._act)(y)
-
-    def _check_input(self, shape: tuple[int, ...]) -> None:
+    def build(self, x_shape: Any) -> None:
+        """Check the input's rank and features; complete ``in_units`` from them."""
         where = self.describe()
-        if len(shape) < 2:
+        if not isinstance(x_shape, tuple) or len(x_shape) < 2:
             raise ValueError(
                 f"{where}: expected input of rank >= 2 (batch, ..., features). Received shape "
-                f"{shape}. Add a batch axis, e.g. x.reshape(1, -1)."
+                f"{x_shape}. Add a batch axis, e.g. x.reshape(1, -1)."
             )
-        features = shape[-1]
-        if features == 0:
+        features = x_shape[-1]
+        if not features:
             raise ValueError(
-                f"{where}: the input's feature dimension is 0 (shape {shape}); cannot infer in_units."
+                f"{where}: the input's feature dimension is {features} (shape {x_shape}); cannot "
+                "infer in_units."
             )
-        known = self.weight._shape[1]
+        known = self.weight.shape[1]
         if known != -1 and known != features:
             raise ShapeMismatchError(
                 f"{where}: expected {known} input features (weight shape {self.weight.shape}). "
-                f"Received input of shape {shape} with {features}. Fix the input, or the "
+                f"Received input of shape {x_shape} with {features}. Fix the input, or the "
                 "previous layer's units, or the in_units of this layer."
             )
-        self.weight._infer_shape((self.units, features), where)
-        if self.bias is not None:
-            self.bias._infer_shape((self.units,), where)
+        self.weight.complete((self.units, features), where)
+
+    def forward(self, x: Any) -> Any:
+        F = ops._ops(x)
+        if len(F.shape(x)) < 2:  # the backends' linear would take a vector
+            self.build(F.shape(x))
+        bias = self.bias
+        y = F.linear(x, self.weight.data(), None if bias is None else bias.data())
+        if self._act is None:
+            return y
+        return F.softmax(y, -1) if self._act == "softmax" else getattr(F, self._act)(y)
 
     def _extra_repr(self) -> str:
         n = self.weight.shape[1]

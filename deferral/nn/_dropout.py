@@ -16,7 +16,7 @@ class Dropout(Block):
     the survivors are scaled by ``1 / (1 - rate)``; in inference mode (the default) the input
     passes unchanged.
 
-    Training mode is ``net.train()`` or ``with deferral.train_mode():``. Masks come from the
+    Training mode is ``net.train()`` (``net.eval()`` switches back). Masks come from the
     backend's own generator, so they differ between backends for the same seed: PyTorch's
     (``torch.manual_seed``), TensorFlow's (``tf.random.set_seed``), and on NumPy a generator
     seeded from the operating system at import (``deferral_numpy._ops_norm.seed_dropout(seed)``
@@ -27,14 +27,12 @@ class Dropout(Block):
 
     Example:
         >>> import numpy as np
-        >>> import deferral
         >>> from deferral import nn
         >>> drop = nn.Dropout(0.5)
         >>> x = np.ones((2, 4), dtype="float32")
         >>> bool((drop(x) == x).all())  # inference: identity
         True
-        >>> with deferral.train_mode():
-        ...     y = drop(x)
+        >>> y = drop.train()(x)
         >>> sorted(set(y.ravel().tolist()) - {0.0, 2.0})
         []
     """
@@ -44,7 +42,7 @@ class Dropout(Block):
         self.rate = _number("Dropout", "rate", rate, 0.0, 1.0, high_open=True)
 
     def forward(self, x: Any) -> Any:
-        if self.rate == 0.0 or not self.is_training:
+        if self.rate == 0.0 or not self.training:
             return x
         return ops.dropout(x, self.rate)
 

@@ -47,6 +47,11 @@ class _ChannelNorm(Block):
     """The parameters and checks the three layers share: gamma and beta of shape (channels,)."""
 
     _name = "Norm"
+    _channels: int
+    center: bool
+    scale: bool
+    gamma: Parameter | None
+    beta: Parameter | None
 
     def _declare(self, center: bool, scale: bool, in_channels: int | None,
                  beta_initializer: _init.InitializerLike, gamma_initializer: _init.InitializerLike) -> int:
@@ -54,7 +59,7 @@ class _ChannelNorm(Block):
         if in_channels is not None:
             _positive_int(cls, "in_channels", in_channels)
         channels = in_channels or -1
-        object.__setattr__(self, "_channels", channels)
+        self._channels = channels
         self.center, self.scale = bool(center), bool(scale)
         self.gamma = Parameter("gamma", (channels,), init=gamma_initializer) if scale else None
         self.beta = Parameter("beta", (channels,), init=beta_initializer) if center else None
@@ -66,9 +71,6 @@ class _ChannelNorm(Block):
         n = self._known_channels()
         return None if n == -1 else n
 
-    def _materialized(self) -> bool:
-        return all(p._data is not None for p in self._params.values())
-
     def _known_channels(self) -> int:
         """The channel count the parameters have (``-1`` while unknown).
 
@@ -76,7 +78,7 @@ class _ChannelNorm(Block):
         ``in_channels`` argument.
         """
         for p in self._params.values():
-            return p._shape[0]
+            return p.shape[0]
         return self._channels
 
     def _infer_channels(self, shape: tuple[int | None, ...], axis: int, what: str) -> int:
@@ -100,7 +102,7 @@ class _ChannelNorm(Block):
             )
         self._check_channels(channels, shape)
         for p in self._params.values():
-            p._infer_shape((channels,), where)
+            p.complete((channels,), where)
         return channels
 
     def _check_channels(self, channels: int, shape: tuple[int | None, ...]) -> None:
@@ -117,7 +119,7 @@ class BatchNorm(_ChannelNorm):
 
     ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``, per channel of ``axis``.
 
-    * Training (``net.train()`` or ``with deferral.train_mode():``): ``mean`` and ``var`` are
+    * Training (after ``net.train()``; ``net.eval()`` switches back): ``mean`` and ``var`` are
       the mean and the biased variance of the batch over every axis but ``axis``; the running
       statistics are updated in place (outside autograd) as
       ``running = momentum * running + (1 - momentum) * batch``, with the *unbiased* batch
@@ -183,13 +185,23 @@ class BatchNorm(_ChannelNorm):
         self.running_var = Parameter("running_var", (channels,), init=running_variance_initializer,
                                      trainable=False)
 
+    def build(self, x_shape: Any) -> None:
+        """Check the input's rank and channel axis; complete the channel count from it."""
+        where = self.describe()
+        if not isinstance(x_shape, tuple) or len(x_shape) < 2:
+            raise ValueError(
+                f"{where}: expected input of rank >= 2 (batch, channels, ...). Received shape "
+                f"{x_shape}. Add a batch axis, e.g. x.reshape(1, -1)."
+            )
+        self._infer_channels(x_shape, _resolve_axis(where, self.axis, x_shape), "channel axis")
+
     def forward(self, x: Any) -> Any:
         shape = ops.shape(x)
         rank = len(shape)
-        axis = self.axis % rank if -rank <= self.axis < rank else None
-        if axis is None or rank < 2 or not self._materialized() or shape[axis] != self.running_mean._shape[0]:
-            axis = self._check_input(shape)
-        if not self.is_training:
+        if rank < 2:  # a vector would broadcast against the statistics
+            self.build(shape)
+        axis = self.axis % rank
+        if not self.training:
             mean, var = self.running_mean.data(), self.running_var.data()
             return self._normalize(x, mean, var, axis, rank)
         axes = tuple(i for i in range(rank) if i != axis)
@@ -225,17 +237,6 @@ class BatchNorm(_ChannelNorm):
         running_mean, running_var = self.running_mean.data(), self.running_var.data()
         ops.assign(running_mean, ops.add(ops.multiply(running_mean, m), ops.multiply(mean, 1.0 - m)))
         ops.assign(running_var, ops.add(ops.multiply(running_var, m), ops.multiply(unbiased, 1.0 - m)))
-
-    def _check_input(self, shape: tuple[int | None, ...]) -> int:
-        where = self.describe()
-        if len(shape) < 2:
-            raise ValueError(
-                f"{where}: expected input of rank >= 2 (batch, channels, ...). Received shape "
-                f"{shape}. Add a batch axis, e.g. x.reshape(1, -1)."
-            )
-        axis = _resolve_axis(where, self.axis, shape)
-        self._infer_channels(shape, axis, "channel axis")
-        return axis
 
     def _extra_repr(self) -> str:
         return (f"{self._known_channels()}, axis={self.axis}, momentum={self.momentum:g}, "
@@ -285,23 +286,20 @@ class LayerNorm(_ChannelNorm):
         self.epsilon = _epsilon("LayerNorm", epsilon)
         self._declare(center, scale, in_channels, beta_initializer, gamma_initializer)
 
+    def build(self, x_shape: Any) -> None:
+        """Check the normalized axis; complete the channel count from it."""
+        where = self.describe()
+        if not isinstance(x_shape, tuple) or len(x_shape) < 1:
+            raise ValueError(f"{where}: expected input of rank >= 1. Received a scalar (shape {x_shape}).")
+        self._infer_channels(x_shape, _resolve_axis(where, self.axis, x_shape), "normalized axis")
+
     def forward(self, x: Any) -> Any:
         shape = ops.shape(x)
         rank = len(shape)
-        axis = self.axis % rank if -rank <= self.axis < rank else None
-        if axis is None or not self._materialized() or shape[axis] != self._known_channels():
-            axis = self._check_input(shape)
+        axis = self.axis % rank
         mean, var = ops.moments(x, (axis,), keepdims=True)
         y = ops.multiply(ops.subtract(x, mean), ops.rsqrt(ops.add(var, self.epsilon)))
         return _scale_shift(y, self.gamma, self.beta, axis, rank)
-
-    def _check_input(self, shape: tuple[int | None, ...]) -> int:
-        where = self.describe()
-        if len(shape) < 1:
-            raise ValueError(f"{where}: expected input of rank >= 1. Received a scalar (shape {shape}).")
-        axis = _resolve_axis(where, self.axis, shape)
-        self._infer_channels(shape, axis, "normalized axis")
-        return axis
 
     def _extra_repr(self) -> str:
         return f"{self._known_channels()}, axis={self.axis}, epsilon={self.epsilon:g}{self._flags_repr()}"
@@ -357,11 +355,18 @@ class GroupNorm(_ChannelNorm):
                 )
         self._declare(center, scale, in_channels, beta_initializer, gamma_initializer)
 
+    def build(self, x_shape: Any) -> None:
+        """Check the input's rank and channels (divisible by ``num_groups``); complete them."""
+        if not isinstance(x_shape, tuple) or len(x_shape) < 2:
+            raise ValueError(
+                f"{self.describe()}: expected input of rank >= 2 (batch, channels, *spatial). "
+                f"Received shape {x_shape}. Add a batch axis, e.g. x.reshape(1, -1)."
+            )
+        self._infer_channels(x_shape, 1, "channel axis")
+
     def forward(self, x: Any) -> Any:
         shape = ops.shape(x)
         rank = len(shape)
-        if rank < 2 or not self._materialized() or shape[1] != self._known_channels():
-            self._check_input(shape)
         channels, groups = shape[1], self.num_groups
         rest = [-1 if d is None else d for d in shape[2:]]
         batch = -1 if shape[0] is None else shape[0]
@@ -375,15 +380,6 @@ class GroupNorm(_ChannelNorm):
         y = ops.multiply(ops.subtract(grouped, mean), ops.rsqrt(ops.add(var, self.epsilon)))
         y = ops.reshape(y, (batch, channels, *rest))  # type: ignore[arg-type]
         return _scale_shift(y, self.gamma, self.beta, 1, rank)
-
-    def _check_input(self, shape: tuple[int | None, ...]) -> None:
-        where = self.describe()
-        if len(shape) < 2:
-            raise ValueError(
-                f"{where}: expected input of rank >= 2 (batch, channels, *spatial). Received "
-                f"shape {shape}. Add a batch axis, e.g. x.reshape(1, -1)."
-            )
-        self._infer_channels(shape, 1, "channel axis")
 
     def _check_channels(self, channels: int, shape: tuple[int | None, ...]) -> None:
         if channels % self.num_groups:

@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from .. import init as _init
 from .. import ops
+from .._lifecycle import SHAPE_ONLY
 from ..errors import ShapeMismatchError
-from ..parameter import SHAPE_ONLY, Parameter
+from ..parameter import Parameter
 from ._args import positive_int as _positive_int
 from ._block import Block
 
@@ -87,7 +88,7 @@ class _RecurrentLayer(Block):
                       "i2h_bias": (rows,), "h2h_bias": (rows,)}
             for kind in _KINDS:
                 name = f"l{layer}_{kind}"
-                setattr(self, name, Parameter(name, shapes[kind], init=inits[kind]))
+                self.register_parameter(name, Parameter(name, shapes[kind], init=inits[kind]))
                 names.append(name)
         self._names = tuple(names)
 
@@ -95,7 +96,7 @@ class _RecurrentLayer(Block):
     @property
     def input_size(self) -> int | None:
         """The input feature size, or ``None`` while it is not known."""
-        n = self.l0_i2h_weight.shape[1]
+        n = self.param("l0_i2h_weight").shape[1]
         return None if n == -1 else n
 
     def _time_axis(self) -> int:
@@ -116,9 +117,9 @@ class _RecurrentLayer(Block):
         """
         _positive_int(type(self).__name__, "batch_size", batch_size)
         if like is None:
-            param = self.l0_h2h_weight
-            if param._data is not None:
-                like = param._data
+            param = self.param("l0_h2h_weight")
+            if param.initialized:
+                like = param.data()
             else:
                 import numpy as np
 
@@ -136,22 +137,13 @@ class _RecurrentLayer(Block):
         after the last step: ``(outputs, new_states)``.
         """
         shape = ops.shape(x)
-        params = [getattr(self, name) for name in self._names]
         t_axis = self._time_axis()
-        slow = (
-            any(p._data is None for p in params)
-            or len(shape) != 3
-            or shape[2] != params[0]._shape[1]
-            or not shape[t_axis]  # empty, or unknown while tracing
-        )
-        if slow:
-            self._check_input(shape)
+        if not shape[t_axis]:  # empty, or unknown while tracing
+            self.build(shape)
         initial: list[list[Any]] | None = None
         if states is not None:
             initial = self._prepare_states(states, shape)
-        if slow:
-            self._infer_shapes(shape[2])
-        data = [p.data() for p in params]
+        data = [self._params[name].data() for name in self._names]
 
         seq = x
         last: list[list[Any]] = [[] for _ in range(self._num_states)]
@@ -174,8 +166,9 @@ class _RecurrentLayer(Block):
         ``carry`` is ``[h]`` or ``[h, c]`` (``None`` entries: zero states)."""
         raise NotImplementedError
 
-    # -- checks (slow path only) -------------------------------------------------------------
-    def _check_input(self, shape: tuple[int, ...]) -> None:
+    # -- build -------------------------------------------------------------------------------
+    def build(self, shape: Any, states: Any = None) -> None:
+        """Check the input's rank, time axis and features; complete ``input_size``."""
         where = self.describe()
         layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
         if len(shape) != 3:
@@ -203,22 +196,15 @@ class _RecurrentLayer(Block):
                 f"{where}: the input's feature size is {features} (shape {_fmt(shape)}); cannot "
                 "infer input_size."
             )
-        known = self.l0_i2h_weight._shape[1]
+        first = self.param("l0_i2h_weight")
+        known = first.shape[1]
         if known != -1 and known != features:
             raise ShapeMismatchError(
                 f"{where}: expected {known} input features (l0_i2h_weight shape "
-                f"{self.l0_i2h_weight.shape}). Received input of shape {_fmt(shape)} {layout} with "
+                f"{first.shape}). Received input of shape {_fmt(shape)} {layout} with "
                 f"{features}. Fix the input, the previous layer's size, or this layer's input_size."
             )
-
-    def _infer_shapes(self, features: int) -> None:
-        where = self.describe()
-        rows, hidden = self._gates * self.hidden_size, self.hidden_size
-        for layer in range(self.num_layers):
-            columns = features if layer == 0 else hidden
-            shapes = ((rows, columns), (rows, hidden), (rows,), (rows,))
-            for kind, shape in zip(_KINDS, shapes):
-                getattr(self, f"l{layer}_{kind}")._infer_shape(shape, where)
+        first.complete((self._gates * self.hidden_size, features), where)
 
     def _prepare_states(self, states: Any, shape: tuple[int | None, ...]) -> list[list[Any]]:
         """Convert and check ``states``; return, per state, its per-layer slices."""
@@ -232,7 +218,7 @@ class _RecurrentLayer(Block):
                 f"{where}: expected states as a list {spelled} of {self._num_states} array(s). "
                 f"Received: {got}. Use layer.begin_state(batch_size) for zero states."
             )
-        param = self.l0_h2h_weight
+        param = self.param("l0_h2h_weight")
         batch = shape[1 - self._time_axis()] if len(shape) == 3 else None
         expected = (self.num_layers, batch, self.hidden_size)
         out = []
@@ -249,7 +235,7 @@ class _RecurrentLayer(Block):
         return out
 
     def _extra_repr(self) -> str:
-        n = self.l0_i2h_weight.shape[1]
+        n = self.param("l0_i2h_weight").shape[1]
         layout = "NTC" if self.batch_first else "TNC"
         return f"{n} -> {self.hidden_size}, {layout}, num_layers={self.num_layers}"
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from .. import ops
-from ..nn import BatchNorm, Block, Dropout, Embedding, GroupNorm, LayerNorm, train_mode
+from ..nn import BatchNorm, Block, Dropout, Embedding, GroupNorm, LayerNorm
 from ..registry import Backend, use_backend
 from ._base import ConformanceBase
 from ._reference import assert_bits_equal, param_bits
@@ -85,12 +85,15 @@ class NormLayerChecks(ConformanceBase):
             tested, ref = self._pair(lambda: BatchNorm(axis=axis, momentum=0.8), dev, seed=7)
             self._close(under_test, reference, tested(x), ref(x), f"{what}, inference", dev)
             self._same_params(tested, ref, what)
+            tested.train()
+            ref.train()
             for step in (1, 2):
                 batch = x * np.float32(step)
-                with train_mode():
-                    got, want = tested(batch), ref(batch)
+                got, want = tested(batch), ref(batch)
                 self._close(under_test, reference, got, want, f"{what}, training step {step}", dev)
                 self._running(under_test, reference, tested, ref, f"{what} after training step {step}", dev)
+            tested.eval()
+            ref.eval()
             self._close(under_test, reference, tested(x), ref(x), f"{what}, inference after training", dev)
 
     @pytest.mark.parametrize(("shape", "axis"), [((4, 6), -1), ((2, 3, 5), 1)])
@@ -147,8 +150,7 @@ class NormLayerChecks(ConformanceBase):
                 layer = Dropout(rate)
                 with use_backend(under_test.name):  # a block without parameters runs on the default
                     same = self.host(under_test, layer(native))
-                    with train_mode():
-                        out = self.host(under_test, layer(native))
+                    out = self.host(under_test, layer.train()(native))
                 what = f"Dropout({rate}) on {dev}"
                 assert_bits_equal(same.view(np.uint32), x.view(np.uint32), f"{what} in inference")
                 dropped = out == 0

@@ -70,16 +70,16 @@ def reference_request(param: Parameter, device: str = "cpu") -> MaterializeReque
         AssertionError: if ``param`` was not initialized or its shape is not known.
     """
     assert param.seed is not None and param.init is not None, (
-        f"parameter {param.name!r} has not been initialized"
+        f"parameter {param.path!r} has not been initialized"
     )
-    assert param.shape_known, f"parameter {param.name!r} has unknown dimensions {param.shape}"
+    assert param.shape_known, f"parameter {param.path!r} has unknown dimensions {param.shape}"
     return MaterializeRequest(
-        name=param.name,
+        name=param.path,
         shape=param.shape,
         dtype=param.dtype,
         device=device,
         trainable=param.trainable,
-        key=_random.derive_key(param.seed, param.name),
+        key=_random.derive_key(param.seed, param.path),
         recipe=param.init.recipe(param.shape),
     )
 
@@ -98,16 +98,16 @@ def reference_bits(param: Parameter) -> np.ndarray:
         bits = float32_to_bfloat16_bits(single)
         np.testing.assert_array_equal(bits, request.host_values())
         return bits.reshape(param.shape)
-    return host_bits(request.host_values(), dtype, param.name).reshape(param.shape)
+    return host_bits(request.host_values(), dtype, param.path).reshape(param.shape)
 
 
 def param_bits(param: Parameter) -> np.ndarray:
     """The bit patterns of a materialized parameter, read through its backend's ``to_numpy``."""
-    assert param.backend is not None, f"parameter {param.name!r} is not bound to a backend"
+    assert param.backend is not None, f"parameter {param.path!r} is not bound to a backend"
     host = load_backend(param.backend).to_numpy(param.data())
-    bits = host_bits(host, param.dtype, param.name)
+    bits = host_bits(host, param.dtype, param.path)
     assert bits.shape == param.shape, (
-        f"{param.name}: to_numpy returned shape {bits.shape}; the parameter has {param.shape}"
+        f"{param.path}: to_numpy returned shape {bits.shape}; the parameter has {param.shape}"
     )
     return bits
 
@@ -125,14 +125,14 @@ def assert_bits_equal(actual: np.ndarray, expected: np.ndarray, what: str) -> No
 
 def assert_matches_reference(param: Parameter, backend: Backend | None = None) -> None:
     """Assert ``param`` is materialized as a native array of its backend with the reference bits."""
-    assert param.state == "materialized", f"{param.name}: state is {param.state!r}"
+    assert param.state == "materialized", f"{param.path}: state is {param.state!r}"
     if backend is not None:
-        assert param.backend == backend.name, f"{param.name}: bound to {param.backend!r}"
+        assert param.backend == backend.name, f"{param.path}: bound to {param.backend!r}"
         assert backend.is_native(param.data()), (
-            f"{param.name}: the backend does not recognise its own parameter object "
+            f"{param.path}: the backend does not recognise its own parameter object "
             f"{type(param.data()).__name__} as native"
         )
-    assert_bits_equal(param_bits(param), reference_bits(param), f"parameter {param.name!r}")
+    assert_bits_equal(param_bits(param), reference_bits(param), f"parameter {param.path!r}")
 
 
 @dataclass(frozen=True)
