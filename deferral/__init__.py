@@ -70,3 +70,8 @@ __all__ = [
     "unregister_backend",
     "use_backend",
 ]
+
+
+def __dir__() -> list[str]:
+    """Only the public API (not the names this module imports)."""
+    return sorted(__all__)

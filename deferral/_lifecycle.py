@@ -124,13 +124,14 @@ def _rollback(journal: dict[int, tuple[Parameter, _Snapshot]]) -> None:
     """Restore every snapshot; restoring is idempotent, so an interrupt that lands before the
     signal guard is in place only makes it start again."""
     interrupted: KeyboardInterrupt | None = None
-    while True:
+    done = False
+    while not done:
         try:
             with signals_deferred():
                 for param, snapshot in reversed(list(journal.values())):
                     _restore(param, snapshot)
-            break
-        except KeyboardInterrupt as exc:
+                done = True
+        except KeyboardInterrupt as exc:  # held back during the restore, or landed before it
             interrupted = exc
     if interrupted is not None:
         raise interrupted

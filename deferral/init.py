@@ -369,3 +369,8 @@ def create(spec: InitializerLike) -> Initializer | None:
         f"expected an initializer (e.g. deferral.init.Normal(0.01)) or its name. "
         f"Received: {spec!r} of type {type(spec).__name__}"
     )
+
+
+def __dir__() -> list[str]:
+    """Only the public API (not the names this module imports)."""
+    return sorted(__all__)

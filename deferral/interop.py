@@ -147,3 +147,8 @@ def _from_tf(value: Any) -> tuple[str, Any]:
 def load_tf_weights(net: Block, weights: Mapping[str, Any], strict: bool = True) -> None:
     """Load ``{structural name: tf.Variable or tf.Tensor}`` into ``net`` (any backend); all or nothing."""
     load_arrays(net, _entries(weights, _from_tf, "weights"), not strict, not strict, "the weights", options=_STRICT)
+
+
+def __dir__() -> list[str]:
+    """Only the public API (not the names this module imports)."""
+    return sorted(__all__)

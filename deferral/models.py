@@ -199,3 +199,8 @@ def gpt3_175b() -> GPTDecoder:
     vocabulary 50,257, 2,048 positions. Summarize it (it does not fit in memory):
     ``deferral.summary(gpt3_175b(), TensorSpec((1, 2048), "int64"), TensorSpec((1, 2048), "int64"))``."""
     return gpt_decoder(96, 12288, 96, 50257, 2048)
+
+
+def __dir__() -> list[str]:
+    """Only the public API (not the names this module imports)."""
+    return sorted(__all__)

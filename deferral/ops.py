@@ -376,3 +376,8 @@ def where(condition: Array, a: Array, b: Array) -> Array:
 def zeros(shape: Sequence[int], like: Array) -> Array:
     """Zeros of ``shape`` with the dtype and device of ``like``."""
     return _ops(like).zeros(tuple(shape), like)
+
+
+def __dir__() -> list[str]:
+    """Only the public API (not the names this module imports)."""
+    return sorted(__all__)

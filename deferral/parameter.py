@@ -155,6 +155,11 @@ class Parameter:
         """
         return self._path
 
+    def _assign_path(self, path: str) -> None:
+        """Called by the block holding the parameter; ``initialize()`` freezes the path."""
+        if self._intent is None:
+            self._path = path
+
     @property
     def shape(self) -> Shape:
         """The shape, ``-1`` for each dimension not known yet."""

@@ -77,3 +77,8 @@ __all__ = [
     "Softmax",
     "Tanh",
 ]
+
+
+def __dir__() -> list[str]:
+    """Only the public API (not the names this module imports)."""
+    return sorted(__all__)

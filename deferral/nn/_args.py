@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import math
+import operator
 
-__all__ = ["epsilon", "integer", "number", "positive_int"]
+__all__ = ["as_int", "epsilon", "integer", "number", "positive_int"]
+
+
+def as_int(value: object) -> int | None:
+    """``value`` as a Python int if it is an integer (NumPy integers included, bools not)."""
+    if isinstance(value, (bool, float)) or type(value).__name__ == "bool_":
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def positive_int(cls: str, name: str, value: object) -> int:
-    """``value`` if it is an int > 0, else ``ValueError`` naming the layer and argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """``value`` as an int if it is an integer > 0, else ``ValueError`` naming the layer and argument."""
+    n = as_int(value)
+    if n is None or n <= 0:
         raise ValueError(f"{cls}: expected a positive integer for {name}. Received: {name}={value!r}")
-    return value
+    return n
 
 
 def integer(cls: str, name: str, value: object) -> int:
-    """``value`` if it is an int, else ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as an int if it is an integer, else ``ValueError``."""
+    n = as_int(value)
+    if n is None:
         raise ValueError(f"{cls}: expected an integer for {name}. Received: {name}={value!r}")
-    return value
+    return n
 
 
 def number(cls: str, name: str, value: object, low: float, high: float, *, high_open: bool = False,

@@ -84,13 +84,13 @@ class MultiHeadAttention(Block):
         bias_initializer: _init.InitializerLike = "zeros",
     ) -> None:
         cls = "MultiHeadAttention"
-        _positive_int(cls, "num_heads", num_heads)
+        num_heads = _positive_int(cls, "num_heads", num_heads)
         if units is None:
             raise ValueError(
                 f"{cls}: expected a positive integer for units (the model dimension: PyTorch's "
                 "embed_dim, Keras' num_heads * key_dim). Received: units=None"
             )
-        _positive_int(cls, "units", units)
+        units = _positive_int(cls, "units", units)
         if units % num_heads:
             raise ValueError(
                 f"{cls}: units must be divisible by num_heads (each head gets units // num_heads "

@@ -175,8 +175,7 @@ class Block:
         self._params[name] = param
         if param._group is None:
             param._group = self._params
-        if param._intent is None:
-            param._path = f"{self._path}.{name}" if self._path else name
+        param._assign_path(f"{self._path}.{name}" if self._path else name)
         object.__setattr__(self, name, param)
         self._drop_call_state()
         return param
@@ -207,8 +206,7 @@ class Block:
             named.add(id(block))
             object.__setattr__(block, "_path", base + prefix[:-1] if prefix else path)
             for pname, param in block._params.items():
-                if param._intent is None:
-                    param._path = base + prefix + pname
+                param._assign_path(base + prefix + pname)
 
     def children(self) -> Iterator[tuple[str, Block]]:
         """``(name, block)`` for each direct child, in registration order."""
@@ -417,7 +415,7 @@ class Block:
             self._build(inputs, kwargs)
             out = self.forward(*inputs, **kwargs)
             params = self.collect_params().values()
-            if all(p._data is not None for p in params):
+            if all(p.initialized for p in params):
                 for p in params:
                     p._owners.add(self)
                 object.__setattr__(self, "_state", _CallState(convert))

@@ -16,7 +16,7 @@ from .. import ops
 from ..errors import ShapeMismatchError
 from ..parameter import Parameter
 from ._activations import activation_fn
-from ._args import positive_int
+from ._args import as_int, positive_int
 from ._block import Block
 
 __all__ = [
@@ -45,21 +45,22 @@ def _int_tuple(name: str, value: object, n: int, cls: str, minimum: int = 1) -> 
     Raises:
         ValueError: naming the argument, Keras style.
     """
-    items = (value,) * n if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(items) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in items):
+    items = (value,) * n if as_int(value) is not None else tuple(value) if isinstance(value, (tuple, list)) else ()
+    ints = [as_int(v) for v in items]
+    if len(ints) != n or any(v is None or v < minimum for v in ints):
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(
             f"{cls}: expected a {kind} integer or a tuple of {n} {kind} integers for {name}. "
             f"Received: {name}={value!r}"
         )
-    return tuple(int(v) for v in items)
+    return tuple(v for v in ints if v is not None)
 
 
 def _padding_arg(value: object, n: int, cls: str) -> Pads | str:
     """A ``padding`` argument as ``"same"`` or one ``(before, after)`` pair per spatial axis."""
     if isinstance(value, str) and value.lower() in ("same", "valid"):
         return "same" if value.lower() == "same" else ((0, 0),) * n
-    if n == 1 and isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    if n == 1 and isinstance(value, (tuple, list)) and len(value) == 2 and all(as_int(v) is not None for v in value):
         value = (tuple(value),)  # one spatial axis: (before, after)
     if isinstance(value, (tuple, list)) and value and all(isinstance(v, (tuple, list)) for v in value):
         pairs = tuple(tuple(v) for v in value)
@@ -192,13 +193,13 @@ class _Conv(_Windowed):
         self.dilation = _int_tuple("dilation", dilation, n, cls)
         self.groups = positive_int(cls, "groups", groups)
         if in_channels is not None:
-            positive_int(cls, "in_channels", in_channels)
-            if in_channels % groups:
+            in_channels = positive_int(cls, "in_channels", in_channels)
+            if in_channels % self.groups:
                 raise ValueError(
                     f"{cls}: in_channels must be divisible by groups. Received: "
                     f"in_channels={in_channels}, groups={groups}"
                 )
-        if channels % groups:
+        if self.channels % self.groups:
             raise ValueError(
                 f"{cls}: channels must be divisible by groups. Received: channels={channels}, groups={groups}"
             )

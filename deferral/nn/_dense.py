@@ -50,7 +50,7 @@ class Dense(Block):
         super().__init__()
         self.units = positive_int("Dense", "units", units)
         if in_units is not None:
-            positive_int("Dense", "in_units", in_units)
+            in_units = positive_int("Dense", "in_units", in_units)
         self._act_name = activation
         activation_fn(activation, "Dense")  # validates the name
         self._act = None if activation in (None, "linear") else activation

@@ -57,7 +57,7 @@ class _ChannelNorm(Block):
                  beta_initializer: _init.InitializerLike, gamma_initializer: _init.InitializerLike) -> int:
         cls = self._name
         if in_channels is not None:
-            _positive_int(cls, "in_channels", in_channels)
+            in_channels = _positive_int(cls, "in_channels", in_channels)
         channels = in_channels or -1
         self._channels = channels
         self.center, self.scale = bool(center), bool(scale)
@@ -347,8 +347,8 @@ class GroupNorm(_ChannelNorm):
         self.num_groups = _positive_int("GroupNorm", "num_groups", num_groups)
         self.epsilon = _epsilon("GroupNorm", epsilon)
         if in_channels is not None:
-            _positive_int("GroupNorm", "in_channels", in_channels)
-            if in_channels % num_groups:
+            in_channels = _positive_int("GroupNorm", "in_channels", in_channels)
+            if in_channels % self.num_groups:
                 raise ValueError(
                     f"GroupNorm: in_channels must be divisible by num_groups. Received: "
                     f"in_channels={in_channels}, num_groups={num_groups}."
@@ -383,7 +383,7 @@ class GroupNorm(_ChannelNorm):
 
     def _check_channels(self, channels: int, shape: tuple[int | None, ...]) -> None:
         if channels % self.num_groups:
-            raise ValueError(
+            raise ShapeMismatchError(
                 f"{self.describe()}: the number of channels must be divisible by num_groups="
                 f"{self.num_groups}. Received input of shape {shape} with {channels} channels. "
                 f"Use a num_groups that divides {channels}, or change the previous layer's output "
