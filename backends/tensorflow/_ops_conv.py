@@ -22,6 +22,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from deferral import opkit
+
 __all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
 
 Pads = Sequence[tuple[int, int]]
@@ -97,8 +99,8 @@ def conv_transpose(x: Any, weight: Any, bias: Any | None, strides: Sequence[int]
     """The adjoint of :func:`conv`; ``weight`` is ``(C_in, C_out / groups, *kernel)``.
 
     Runs :func:`tf.nn.conv_transpose` with ``"VALID"`` padding and the full output shape
-    (batch size from ``tf.shape``), then crops ``before``, extends by ``output_padding`` and crops
-    ``after`` at the end.
+    (batch size from ``tf.shape``), then crops and extends it as
+    :func:`deferral.opkit.transposed_crop` says.
     """
     n = len(strides)
     y = _last(x, n)
@@ -113,11 +115,9 @@ def conv_transpose(x: Any, weight: Any, bias: Any | None, strides: Sequence[int]
         return tf.nn.conv_transpose(a, b, shape, list(strides), "VALID")
 
     out = _by_group(transposed, y, w, groups)
-    extend = [max(op - after, 0) for (_, after), op in zip(padding, output_padding)]
-    out = _pad(out, [(0, e) for e in extend])
-    ends = [size + e - max(after - op, 0) for size, e, (_, after), op in
-            zip(full, extend, padding, output_padding)]
-    out = out[(slice(None), *(slice(before, end) for (before, _), end in zip(padding, ends)))]
+    crop = opkit.transposed_crop(padding, output_padding)
+    out = _pad(out, [(0, max(end, 0)) for _, end in crop])
+    out = out[(slice(None), *(slice(start, size + end) for size, (start, end) in zip(full, crop)))]
     if bias is not None:
         out = tf.nn.bias_add(out, bias)
     return _first(out, n)
@@ -145,14 +145,7 @@ def max_pool(x: Any, window: Sequence[int], strides: Sequence[int], padding: Pad
     return _first(_pool("max", _pad(_last(x, n), padding, -math.inf), window, strides), n)
 
 
-def avg_pool(x: Any, window: Sequence[int], strides: Sequence[int], padding: Pads,
-             count_include_pad: bool = True) -> tf.Tensor:
-    """Mean over windows of the zero-padded input (divisor: see :func:`deferral.ops.avg_pool`)."""
+def avg_pool(x: Any, window: Sequence[int], strides: Sequence[int], padding: Pads) -> tf.Tensor:
+    """Mean over windows of the zero-padded input (the padding counts in the divisor)."""
     n = len(window)
-    y = _last(x, n)
-    out = _pool("avg", _pad(y, padding), window, strides)
-    if not count_include_pad and any(b or a for b, a in padding):
-        # The mean over the padded window, divided by the fraction of it that is input.
-        ones = tf.ones(tf.stack([1, *(_dim(y, 1 + i) for i in range(n)), 1]), dtype=out.dtype)
-        out = out / _pool("avg", _pad(ones, padding), window, strides)
-    return _first(out, n)
+    return _first(_pool("avg", _pad(_last(x, n), padding), window, strides), n)
