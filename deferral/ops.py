@@ -464,7 +464,7 @@ def rsqrt(x: Array) -> Array:
 
 def _take_shape(weight: Array, indices: Array) -> Array:
     ws, ix = spec_of(weight), spec_of(indices)
-    if "int" not in ix.dtype:
+    if "float" in ix.dtype or "complex" in ix.dtype:
         raise TypeError(f"ops.take (shape inference): indices must be integers; received dtype {ix.dtype}")
     if ws.ndim < 1:
         raise fail("take", "a 0-d weight has no rows")

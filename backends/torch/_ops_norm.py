@@ -51,8 +51,13 @@ def take(weight: Tensor, indices: Tensor) -> Tensor:
 
     Out-of-range indices raise ``IndexError`` on the CPU; on CUDA they trigger a device-side
     assertion.
+
+    Raises:
+        TypeError: for indices that are not integers (as NumPy).
     """
     if indices.dtype not in _INDEX_DTYPES:
+        if indices.is_floating_point() or indices.is_complex():
+            raise TypeError(f"take: indices must be integers; received a tensor of dtype {indices.dtype}")
         indices = indices.long()
     return F.embedding(indices, weight)
 
