@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -215,17 +216,16 @@ def log(x: Array) -> Array:
 
 def _reshape_shape(x: Array, shape: tuple[int, ...]) -> Array:
     xs = spec_of(x)
-    total, out = prod(xs.shape), list(shape)
-    if out.count(-1) > 1 or any(d < -1 for d in out):
-        raise fail("reshape", f"{tuple(shape)} may hold one -1 and otherwise sizes >= 0")
-    known = prod([d for d in out if d != -1])
-    if -1 in out:
-        divisible = total is None or (known != 0 and total % known == 0)  # type: ignore[operator]
-        if not divisible:
-            raise fail("reshape", f"cannot reshape {xs.shape} into {tuple(shape)}: the -1 has no integer size")
-        out[out.index(-1)] = None if total is None else total // known  # type: ignore[operator]
+    total, out = prod(xs.shape), list[int | None](shape)
+    if shape.count(-1) > 1 or any(d < -1 for d in shape):
+        raise fail("reshape", f"{shape} may hold one -1 and otherwise sizes >= 0")
+    known = math.prod(d for d in shape if d != -1)
+    if -1 in shape:
+        if total is not None and (known == 0 or total % known):
+            raise fail("reshape", f"cannot reshape {xs.shape} into {shape}: the -1 has no integer size")
+        out[shape.index(-1)] = None if total is None else total // known
     elif total is not None and known != total:
-        raise fail("reshape", f"cannot reshape {xs.shape} ({total} elements) into {tuple(shape)}")
+        raise fail("reshape", f"cannot reshape {xs.shape} ({total} elements) into {shape}")
     return TensorSpec(tuple(out), xs.dtype)
 
 

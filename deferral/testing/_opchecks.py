@@ -88,7 +88,7 @@ class OpChecks(ConformanceBase):
         native = [self._op_native(backend, device, a) for a in args]
         return getattr(ops, name)(*native), native
 
-    def _op_compare(self, backend: Backend, got: Any, spec: Any, want: Any, where: str, tol: dict[str, float]) -> None:
+    def _op_compare(self, backend: Backend, got: Any, spec: Any, want: Any, where: str, tol: tuple[float, float]) -> None:
         if isinstance(spec, list | tuple) and all(isinstance(s, TensorSpec) for s in spec):
             assert isinstance(got, list | tuple) and len(got) == len(spec), (
                 f"{where}: returned {type(got).__name__} of {len(got)}; expected {len(spec)} arrays")
@@ -100,12 +100,10 @@ class OpChecks(ConformanceBase):
         host = np.asarray(backend.to_numpy(got))
         assert host.shape == spec.shape, f"{where}: shape {host.shape} != {spec.shape}"
         assert host.dtype == np.dtype(spec.dtype), f"{where}: dtype {host.dtype} != {spec.dtype}"
-        np.testing.assert_allclose(host, want, err_msg=where, **tol)
+        np.testing.assert_allclose(host, want, rtol=tol[0], atol=tol[1], err_msg=where)
 
-    def _op_tolerance(self, dtype: str) -> dict[str, float]:
-        if dtype == "float64":
-            return {"rtol": self.op_rtol64, "atol": self.op_atol64}
-        return {"rtol": self.op_rtol, "atol": self.op_atol}
+    def _op_tolerance(self, dtype: str) -> tuple[float, float]:
+        return (self.op_rtol64, self.op_atol64) if dtype == "float64" else (self.op_rtol, self.op_atol)
 
     def test_op_table_covers_op_names(self, rng: np.random.Generator) -> None:
         """The table and the reference cover every declared op, each with a case that succeeds."""
@@ -124,6 +122,7 @@ class OpChecks(ConformanceBase):
         them into the parameter it is given; ``shape`` gives a tuple of Python ints."""
         self._op_require(under_test, name)
         cases = [c for c in OP_CASES[name](rng) if c.error is None]
+        assert cases, f"ops.{name} has no case that succeeds"
         for device in self.device_list(under_test):
             for i, case in enumerate(cases):
                 where = f"ops.{name} case {i} ({dtype}) on {device}"
