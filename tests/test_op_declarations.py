@@ -36,7 +36,7 @@ def test_protocol_file_is_rendered_from_the_declarations() -> None:
 
 def test_a_missing_core_op_is_reported_at_load_time_by_name() -> None:
     lacking = types.SimpleNamespace(**{n: (lambda *a: None) for n in ops.CORE_OPS if n not in ("relu", "concat")})
-    with pytest.raises(TypeError, match="backend 'mini': its op namespace .* lacks relu, concat"):
+    with pytest.raises(TypeError, match=r"backend 'mini': its op namespace .* lacks relu, concat"):
         ops.check_namespace("mini", lacking)
 
 
