@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from deferral import opkit
+from deferral import opkit, ops
 
-__all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
+__all__ = list(ops.CONV_OPS)  # every op of the family, nothing else
 
 Pads = Sequence[tuple[int, int]]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from deferral import opkit
+from deferral import opkit, ops
 
-__all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
+__all__ = list(ops.CONV_OPS)  # every op of the family, nothing else
 
 Pads = Sequence[tuple[int, int]]
 
@@ -124,7 +124,16 @@ def conv_transpose(x: Any, weight: Any, bias: Any | None, strides: Sequence[int]
 
 
 def _pool(kind: str, x: tf.Tensor, window: Sequence[int], strides: Sequence[int]) -> tf.Tensor:
-    """Unpadded channels-last pooling; 3-d as 2-d over ``(H, W)`` then 2-d over ``(D, H*W)``."""
+    """Unpadded channels-last pooling; 3-d as 2-d over ``(H, W)`` then 2-d over ``(D, H*W)``.
+
+    Raises:
+        ValueError: if a window is larger than its (padded) axis: TensorFlow 2.21's CPU pooling
+            kernels crash the process with a floating-point exception there.
+    """
+    sizes = x.shape[1:-1]
+    if any(size is not None and size < k for size, k in zip(sizes, window)):
+        raise ValueError(f"{kind}_pool: a window of {tuple(window)} does not fit in the padded input of "
+                         f"spatial size {tuple(sizes)}")
     fn = tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d
     if len(window) == 1:
         op = tf.nn.max_pool1d if kind == "max" else tf.nn.avg_pool1d

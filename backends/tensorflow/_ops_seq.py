@@ -12,7 +12,9 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["split", "stack", "unstack", "where", "zeros"]
+from deferral import ops
+
+__all__ = list(ops.SEQ_OPS)  # every op of the family, nothing else
 
 
 def split(x: Any, sections: int, axis: int = -1) -> list[tf.Tensor]:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from deferral import opkit
+from deferral import opkit, ops
 
-__all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
+__all__ = list(ops.CONV_OPS)  # every op of the family, nothing else
 
 Tensor = torch.Tensor
 Pads = Sequence[tuple[int, int]]

@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["split", "stack", "unstack", "where", "zeros"]
+from deferral import ops
+
+__all__ = list(ops.SEQ_OPS)  # every op of the family, nothing else
 
 Tensor = torch.Tensor
 
