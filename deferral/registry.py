@@ -306,10 +306,10 @@ def unregister_backend(name: str) -> None:
 
 def _forget(name: str) -> None:
     """Drop a loaded backend and the array types dispatched to it."""
-    from . import ops
+    from . import _dispatch
 
     _backends.pop(name, None)
-    ops._by_type.clear()
+    _dispatch._by_type.clear()
 
 
 def set_backend(name: str | None) -> None:

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
+from deferral import opkit, ops
+
+__all__ = list(ops.CONV_OPS)  # every op of the family, nothing else
 
 Pads = Sequence[tuple[int, int]]
 
@@ -54,7 +56,7 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, strides: Se
     y = parts[0] if groups == 1 else np.concatenate(parts, axis=-1)
     y = np.moveaxis(y, -1, 1)
     if bias is not None:
-        y = y + bias.reshape(-1, *(1,) * n)
+        y = y + bias.reshape(opkit.channel_shape(n + 2))
     return np.ascontiguousarray(y)
 
 
@@ -64,28 +66,27 @@ def conv_transpose(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, s
     """The adjoint of :func:`conv`; ``weight`` is ``(C_in, C_out / groups, *kernel)``.
 
     Every input element adds ``x * weight[..., tap]`` at ``position * stride + tap * dilation``
-    of the uncropped output; the result is that output from ``before`` on, ``output_padding``
-    longer at the end, less ``after``.
+    of the full output, which is then cropped (and extended) as :func:`deferral.opkit.transposed_crop`
+    says.
     """
-    n = len(strides)
     sizes, kernel = x.shape[2:], weight.shape[2:]
     c_in, c_out = x.shape[1] // groups, weight.shape[1]
-    full = [(size - 1) * s + d * (k - 1) + 1 + op
-            for size, s, d, k, op in zip(sizes, strides, dilation, kernel, output_padding)]
-    out = np.zeros((x.shape[0], c_out * groups, *full), dtype=np.result_type(x, weight))
+    full = opkit.transposed_full(sizes, kernel, strides, dilation)
+    crop = opkit.transposed_crop(padding, output_padding)
+    room = [size + max(end, 0) for size, (_, end) in zip(full, crop)]
+    out = np.zeros((x.shape[0], c_out * groups, *room), dtype=np.result_type(x, weight))
     for g in range(groups):
         # (N, *sizes, C_out / groups, *kernel): every input element times every tap.
         taps = np.tensordot(x[:, g * c_in:(g + 1) * c_in], weight[g * c_in:(g + 1) * c_in], axes=([1], [0]))
-        taps = np.moveaxis(taps, 1 + n, 1)  # (N, C_out / groups, *sizes, *kernel)
+        taps = np.moveaxis(taps, 1 + len(sizes), 1)  # (N, C_out / groups, *sizes, *kernel)
         target = out[:, g * c_out:(g + 1) * c_out]
         for tap in np.ndindex(*kernel):
             where = tuple(slice(t * d, t * d + (size - 1) * s + 1, s)
                           for t, d, size, s in zip(tap, dilation, sizes, strides))
             target[(slice(None), slice(None), *where)] += taps[(Ellipsis, *tap)]
-    crop = tuple(slice(before, length - after) for (before, after), length in zip(padding, full))
-    y = out[(slice(None), slice(None), *crop)]
+    y = out[(slice(None), slice(None), *(slice(start, size + end) for size, (start, end) in zip(full, crop)))]
     if bias is not None:
-        y = y + bias.reshape(-1, *(1,) * n)
+        y = y + bias.reshape(opkit.channel_shape(y.ndim))
     return np.ascontiguousarray(y)
 
 
@@ -96,15 +97,8 @@ def max_pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], paddi
     return np.ascontiguousarray(windows.max(axis=tuple(range(-n, 0))))
 
 
-def avg_pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads,
-             count_include_pad: bool = True) -> np.ndarray:
-    """Mean over windows of the zero-padded input; without ``count_include_pad`` the divisor is
-    the number of input (not padding) elements in each window."""
+def avg_pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads) -> np.ndarray:
+    """Mean over windows of the zero-padded input (the padding counts in the divisor)."""
     n = len(window)
-    axes = tuple(range(-n, 0))
-    sums = _windows(_pad(x, padding), window, strides, (1,) * n).sum(axis=axes)
-    if count_include_pad or not any(b or a for b, a in padding):
-        return np.ascontiguousarray(sums / math.prod(window))
-    ones = _pad(np.ones((1, 1, *x.shape[2:]), dtype=sums.dtype), padding)
-    counts = _windows(ones, window, strides, (1,) * n).sum(axis=axes)
-    return np.ascontiguousarray(sums / counts)
+    sums = _windows(_pad(x, padding), window, strides, (1,) * n).sum(axis=tuple(range(-n, 0)))
+    return np.ascontiguousarray(sums / math.prod(window))

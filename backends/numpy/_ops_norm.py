@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["assign", "batch_norm", "dropout", "moments", "rsqrt", "sqrt", "take"]
+from deferral import opkit, ops
+
+__all__ = list(ops.NORM_OPS)  # every op of the family, nothing else
 
 _rng: np.random.Generator = np.random.default_rng()
 
@@ -36,21 +38,10 @@ def seed_dropout(seed: int | None = None) -> None:
     _rng = np.random.default_rng(seed)
 
 
-def _channel_shape(x: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """A per-channel vector ``(C,)`` reshaped to broadcast over axis 1 of ``x``."""
-    return np.reshape(v, (1, -1) + (1,) * (x.ndim - 2))
-
-
 def batch_norm(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray | None,
                beta: np.ndarray | None, eps: float) -> np.ndarray:
     """``(x - mean) / sqrt(var + eps) * gamma + beta``, vectors on axis 1 (``gamma``/``beta`` optional)."""
-    scale = 1.0 / np.sqrt(var + np.asarray(eps, dtype=var.dtype))
-    if gamma is not None:
-        scale = scale * gamma
-    y = (x - _channel_shape(x, mean)) * _channel_shape(x, scale)
-    if beta is not None:
-        y = y + _channel_shape(x, beta)
-    return y.astype(x.dtype, copy=False)
+    return opkit.batch_norm(x, mean, var, gamma, beta, eps, rsqrt, np.reshape)
 
 
 def moments(x: np.ndarray, axes: tuple[int, ...], keepdims: bool = False) -> tuple[np.ndarray, np.ndarray]:

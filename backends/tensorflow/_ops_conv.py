@@ -22,7 +22,9 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
+from deferral import opkit, ops
+
+__all__ = list(ops.CONV_OPS)  # every op of the family, nothing else
 
 Pads = Sequence[tuple[int, int]]
 
@@ -97,8 +99,8 @@ def conv_transpose(x: Any, weight: Any, bias: Any | None, strides: Sequence[int]
     """The adjoint of :func:`conv`; ``weight`` is ``(C_in, C_out / groups, *kernel)``.
 
     Runs :func:`tf.nn.conv_transpose` with ``"VALID"`` padding and the full output shape
-    (batch size from ``tf.shape``), then crops ``before``, extends by ``output_padding`` and crops
-    ``after`` at the end.
+    (batch size from ``tf.shape``), then crops and extends it as
+    :func:`deferral.opkit.transposed_crop` says.
     """
     n = len(strides)
     y = _last(x, n)
@@ -113,18 +115,25 @@ def conv_transpose(x: Any, weight: Any, bias: Any | None, strides: Sequence[int]
         return tf.nn.conv_transpose(a, b, shape, list(strides), "VALID")
 
     out = _by_group(transposed, y, w, groups)
-    extend = [max(op - after, 0) for (_, after), op in zip(padding, output_padding)]
-    out = _pad(out, [(0, e) for e in extend])
-    ends = [size + e - max(after - op, 0) for size, e, (_, after), op in
-            zip(full, extend, padding, output_padding)]
-    out = out[(slice(None), *(slice(before, end) for (before, _), end in zip(padding, ends)))]
+    crop = opkit.transposed_crop(padding, output_padding)
+    out = _pad(out, [(0, max(end, 0)) for _, end in crop])
+    out = out[(slice(None), *(slice(start, size + end) for size, (start, end) in zip(full, crop)))]
     if bias is not None:
         out = tf.nn.bias_add(out, bias)
     return _first(out, n)
 
 
 def _pool(kind: str, x: tf.Tensor, window: Sequence[int], strides: Sequence[int]) -> tf.Tensor:
-    """Unpadded channels-last pooling; 3-d as 2-d over ``(H, W)`` then 2-d over ``(D, H*W)``."""
+    """Unpadded channels-last pooling; 3-d as 2-d over ``(H, W)`` then 2-d over ``(D, H*W)``.
+
+    Raises:
+        ValueError: if a window is larger than its (padded) axis: TensorFlow 2.21's CPU pooling
+            kernels crash the process with a floating-point exception there.
+    """
+    sizes = x.shape[1:-1]
+    if any(size is not None and size < k for size, k in zip(sizes, window)):
+        raise ValueError(f"{kind}_pool: a window of {tuple(window)} does not fit in the padded input of "
+                         f"spatial size {tuple(sizes)}")
     fn = tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d
     if len(window) == 1:
         op = tf.nn.max_pool1d if kind == "max" else tf.nn.avg_pool1d
@@ -145,14 +154,7 @@ def max_pool(x: Any, window: Sequence[int], strides: Sequence[int], padding: Pad
     return _first(_pool("max", _pad(_last(x, n), padding, -math.inf), window, strides), n)
 
 
-def avg_pool(x: Any, window: Sequence[int], strides: Sequence[int], padding: Pads,
-             count_include_pad: bool = True) -> tf.Tensor:
-    """Mean over windows of the zero-padded input (divisor: see :func:`deferral.ops.avg_pool`)."""
+def avg_pool(x: Any, window: Sequence[int], strides: Sequence[int], padding: Pads) -> tf.Tensor:
+    """Mean over windows of the zero-padded input (the padding counts in the divisor)."""
     n = len(window)
-    y = _last(x, n)
-    out = _pool("avg", _pad(y, padding), window, strides)
-    if not count_include_pad and any(b or a for b, a in padding):
-        # The mean over the padded window, divided by the fraction of it that is input.
-        ones = tf.ones(tf.stack([1, *(_dim(y, 1 + i) for i in range(n)), 1]), dtype=out.dtype)
-        out = out / _pool("avg", _pad(ones, padding), window, strides)
-    return _first(out, n)
+    return _first(_pool("avg", _pad(_last(x, n), padding), window, strides), n)

@@ -12,22 +12,14 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["assign", "batch_norm", "dropout", "moments", "rsqrt", "sqrt", "take"]
+from deferral import opkit, ops
 
-
-def _channel_shape(rank: int, v: Any) -> tf.Tensor:
-    return tf.reshape(v, [1, -1] + [1] * (rank - 2))
+__all__ = list(ops.NORM_OPS)  # every op of the family, nothing else
 
 
 def batch_norm(x: Any, mean: Any, var: Any, gamma: Any | None, beta: Any | None, eps: float) -> tf.Tensor:
     """``(x - mean) / sqrt(var + eps) * gamma + beta`` with per-channel vectors on axis 1."""
-    x = tf.convert_to_tensor(x)
-    rank = x.shape.rank
-    scale = tf.math.rsqrt(tf.math.add(var, tf.constant(eps, dtype=x.dtype)))
-    if gamma is not None:
-        scale = scale * gamma
-    y = (x - _channel_shape(rank, mean)) * _channel_shape(rank, scale)
-    return y if beta is None else y + _channel_shape(rank, beta)
+    return opkit.batch_norm(tf.convert_to_tensor(x), mean, var, gamma, beta, eps, tf.math.rsqrt, tf.reshape)
 
 
 def moments(x: Any, axes: Sequence[int], keepdims: bool = False) -> tuple[tf.Tensor, tf.Tensor]:

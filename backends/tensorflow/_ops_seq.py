@@ -12,21 +12,13 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["split", "stack", "unstack", "where", "zeros"]
+from deferral import ops
+
+__all__ = list(ops.SEQ_OPS)  # every op of the family, nothing else
 
 
 def split(x: Any, sections: int, axis: int = -1) -> list[tf.Tensor]:
-    """``sections`` equal parts of ``x`` along ``axis``.
-
-    Raises:
-        ValueError: if the axis' static size does not divide into ``sections`` equal parts.
-    """
-    size = x.shape[axis]
-    if sections <= 0 or (size is not None and size % sections):
-        raise ValueError(
-            f"split: axis {axis} of size {size} does not divide into {sections} equal parts "
-            f"(shape {tuple(x.shape.as_list())})"
-        )
+    """``sections`` equal parts of ``x`` along ``axis`` (the core checks divisibility)."""
     return tf.split(x, sections, axis=axis)
 
 

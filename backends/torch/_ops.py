@@ -15,30 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "add",
-    "concat",
-    "divide",
-    "exp",
-    "flatten",
-    "gelu",
-    "linear",
-    "log",
-    "log_softmax",
-    "matmul",
-    "maximum",
-    "mean",
-    "multiply",
-    "relu",
-    "reshape",
-    "shape",
-    "sigmoid",
-    "softmax",
-    "subtract",
-    "sum",
-    "tanh",
-    "transpose",
-]
+from deferral import ops
+
+__all__ = list(ops.CORE_OPS)  # every core op, nothing else
 
 Tensor = torch.Tensor
 Axis = int | Sequence[int] | None

@@ -17,7 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["avg_pool", "conv", "conv_transpose", "max_pool"]
+from deferral import opkit, ops
+
+__all__ = list(ops.CONV_OPS)  # every op of the family, nothing else
 
 Tensor = torch.Tensor
 Pads = Sequence[tuple[int, int]]
@@ -68,11 +70,11 @@ def conv_transpose(x: Tensor, weight: Tensor, bias: Tensor | None, strides: Sequ
     pads = _symmetric(padding)
     if pads is not None and all(op < max(s, d) for op, s, d in zip(output_padding, strides, dilation)):
         return fn(x, weight, bias, tuple(strides), pads, tuple(output_padding), groups, tuple(dilation))
-    # The full output, then crop `before` at the start and extend by `output_padding - after` at
-    # the end (F.pad crops where the amount is negative); the bias covers the extension too.
+    # The full output, cropped and extended as opkit.transposed_crop says (F.pad crops where
+    # the amount is negative); the bias covers the extension too.
     y = fn(x, weight, None, tuple(strides), 0, 0, groups, tuple(dilation))
-    y = F.pad(y, _flat([(-before, op - after) for (before, after), op in zip(padding, output_padding)]))
-    return y if bias is None else y + bias.reshape(-1, *(1,) * n)
+    y = F.pad(y, _flat([(-start, end) for start, end in opkit.transposed_crop(padding, output_padding)]))
+    return y if bias is None else y + bias.reshape(opkit.channel_shape(n + 2))
 
 
 def max_pool(x: Tensor, window: Sequence[int], strides: Sequence[int], padding: Pads) -> Tensor:
@@ -84,18 +86,10 @@ def max_pool(x: Tensor, window: Sequence[int], strides: Sequence[int], padding: 
     return fn(x, tuple(window), tuple(strides), pads)
 
 
-def avg_pool(x: Tensor, window: Sequence[int], strides: Sequence[int], padding: Pads,
-             count_include_pad: bool = True) -> Tensor:
-    """Mean over windows of the zero-padded input (divisor: see :func:`deferral.ops.avg_pool`)."""
-    n = len(window)
-    fn: Any = _AVG[n]
+def avg_pool(x: Tensor, window: Sequence[int], strides: Sequence[int], padding: Pads) -> Tensor:
+    """Mean over windows of the zero-padded input (the padding counts in the divisor)."""
+    fn: Any = _AVG[len(window)]
     pads = _pooling_native(window, padding)
     if pads is not None:
-        return fn(x, tuple(window), tuple(strides), pads, False, count_include_pad)
-    flat = _flat(padding)
-    y = fn(F.pad(x, flat), tuple(window), tuple(strides), 0)
-    if count_include_pad:
-        return y
-    # The mean over the padded window, divided by the fraction of it that is input.
-    ones = F.pad(torch.ones((1, 1, *x.shape[2:]), dtype=y.dtype, device=y.device), flat)
-    return y / fn(ones, tuple(window), tuple(strides), 0)
+        return fn(x, tuple(window), tuple(strides), pads, False, True)
+    return fn(F.pad(x, _flat(padding)), tuple(window), tuple(strides), 0)

@@ -14,15 +14,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["assign", "batch_norm", "dropout", "moments", "rsqrt", "sqrt", "take"]
+from deferral import opkit, ops
+
+__all__ = list(ops.NORM_OPS)  # every op of the family, nothing else
 
 Tensor = torch.Tensor
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
-
-
-def _channel_shape(x: Tensor, v: Tensor) -> Tensor:
-    return v.reshape((1, -1) + (1,) * (x.dim() - 2))
 
 
 def batch_norm(x: Tensor, mean: Tensor, var: Tensor, gamma: Tensor | None, beta: Tensor | None,
@@ -35,11 +33,7 @@ def batch_norm(x: Tensor, mean: Tensor, var: Tensor, gamma: Tensor | None, beta:
     """
     if not (torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad)):
         return F.batch_norm(x, mean, var, gamma, beta, training=False, momentum=0.0, eps=eps)
-    scale = torch.rsqrt(var + eps)
-    if gamma is not None:
-        scale = scale * gamma
-    y = (x - _channel_shape(x, mean)) * _channel_shape(x, scale)
-    return y if beta is None else y + _channel_shape(x, beta)
+    return opkit.batch_norm(x, mean, var, gamma, beta, eps, torch.rsqrt, torch.reshape)
 
 
 def moments(x: Tensor, axes: Sequence[int], keepdims: bool = False) -> tuple[Tensor, Tensor]:
@@ -57,8 +51,13 @@ def take(weight: Tensor, indices: Tensor) -> Tensor:
 
     Out-of-range indices raise ``IndexError`` on the CPU; on CUDA they trigger a device-side
     assertion.
+
+    Raises:
+        TypeError: for indices that are not integers (as NumPy).
     """
     if indices.dtype not in _INDEX_DTYPES:
+        if indices.is_floating_point() or indices.is_complex():
+            raise TypeError(f"take: indices must be integers; received a tensor of dtype {indices.dtype}")
         indices = indices.long()
     return F.embedding(indices, weight)
 

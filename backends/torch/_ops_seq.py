@@ -11,25 +11,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["split", "stack", "unstack", "where", "zeros"]
+from deferral import ops
+
+__all__ = list(ops.SEQ_OPS)  # every op of the family, nothing else
 
 Tensor = torch.Tensor
 
 
 def split(x: Tensor, sections: int, axis: int = -1) -> list[Tensor]:
-    """``sections`` equal parts of ``x`` along ``axis`` (views).
-
-    Raises:
-        ValueError: if the axis does not divide into ``sections`` equal parts (``torch.split``
-            would return a shorter last part instead).
-    """
-    size = x.shape[axis]
-    if sections <= 0 or size % sections:
-        raise ValueError(
-            f"split: axis {axis} of size {size} does not divide into {sections} equal parts "
-            f"(shape {tuple(x.shape)})"
-        )
-    return list(torch.split(x, size // sections, dim=axis))
+    """``sections`` equal parts of ``x`` along ``axis`` (views; the core checks divisibility)."""
+    return list(torch.split(x, x.shape[axis] // sections, dim=axis))
 
 
 def stack(arrays: Sequence[Tensor], axis: int = 0) -> Tensor:

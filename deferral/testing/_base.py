@@ -26,9 +26,13 @@ class ConformanceBase:
     backend: ClassVar[str] = ""
     #: Devices checked besides the backend's declared default device (canonical spellings).
     devices: ClassVar[tuple[str, ...]] = ()
-    #: Tolerances of forward ops against the NumPy backend, on float32 inputs.
+    #: Tolerances of forward ops against the NumPy backend (layers) and against the float64
+    #: op reference, on float32 inputs.
     op_rtol: ClassVar[float] = 1e-5
     op_atol: ClassVar[float] = 1e-6
+    #: Tolerances of forward ops against the float64 op reference, on float64 inputs.
+    op_rtol64: ClassVar[float] = 1e-12
+    op_atol64: ClassVar[float] = 1e-12
     #: Tolerances of a forward pass on a CUDA device against the NumPy backend (other kernels,
     #: other summation orders).
     cuda_rtol: ClassVar[float] = 1e-4

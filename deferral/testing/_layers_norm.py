@@ -1,5 +1,6 @@
 """Conformance checks for the norm layer family: BatchNorm, LayerNorm, GroupNorm, Embedding,
-Dropout, and the two norm ops the generic op table cannot compare (moments, assign).
+Dropout (the norm ops themselves are checked with every other op, by
+:mod:`deferral.testing._opchecks`).
 
 Each check builds the layer on the backend under test and on the reference (NumPy) backend
 with the same seed, compares every parameter bit for bit (BatchNorm's running statistics
@@ -158,33 +159,3 @@ class NormLayerChecks(ConformanceBase):
                 assert abs(fraction - rate) < 0.02, f"{what} zeroed {fraction:.3f} of the elements"
                 scale = np.float32(1.0 / (1.0 - rate))
                 np.testing.assert_allclose(out[~dropped], x[~dropped] * scale, rtol=1e-6, err_msg=what)
-
-    # -- ops outside the generic table -----------------------------------------------------
-    @pytest.mark.parametrize(("shape", "axes", "keepdims"), [((4, 3), (0,), False), ((2, 3, 4, 5), (0, 2, 3), True),
-                                                             ((3, 5), (1,), True), ((2, 3, 4), (0, 1, 2), False)])
-    def test_moments_matches_reference(self, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool,
-                                       under_test: Backend, reference: Backend, device: str,
-                                       rng: np.random.Generator) -> None:
-        """ops.moments returns the mean and the biased variance, as the reference does."""
-        self._require(under_test, "moments")
-        x = (rng.standard_normal(shape) * 2.0 + 1.0).astype(np.float32)
-        want = ops.moments(reference.to_native(x, None, reference.canonical_device(None)), axes, keepdims)
-        for dev in self.device_list(under_test):
-            got = ops.moments(under_test.to_native(x, None, dev), axes, keepdims)
-            assert len(got) == 2, f"ops.moments returned {len(got)} values, not (mean, variance)"
-            for name, g, w in zip(("mean", "variance"), got, want):
-                self._close(under_test, reference, g, w, f"ops.moments {name} over {axes} of {shape}", dev)
-
-    def test_assign_writes_parameter_in_place(self, under_test: Backend, device: str,
-                                              rng: np.random.Generator) -> None:
-        """ops.assign overwrites a materialized parameter's values, keeping the native object."""
-        self._require(under_test, "assign")
-        for dev in self.device_list(under_test):
-            layer = BatchNorm(in_channels=6)
-            self.initialize(layer, device=dev)
-            param = layer.running_mean
-            native = param.data()
-            value = rng.standard_normal(6).astype(np.float32)
-            ops.assign(native, under_test.to_native(value, "float32", dev))
-            assert param.data() is native, f"ops.assign on {dev} replaced the parameter object"
-            assert_bits_equal(param_bits(param), value.view(np.uint32), f"running_mean after ops.assign on {dev}")

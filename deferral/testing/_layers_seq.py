@@ -1,5 +1,5 @@
-"""Conformance checks for the sequence family: RNN, GRU, LSTM, MultiHeadAttention and the
-list-returning ops ``split``/``unstack``."""
+"""Conformance checks for the sequence family: RNN, GRU, LSTM, MultiHeadAttention (the seq ops
+themselves are checked with every other op, by :mod:`deferral.testing._opchecks`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from ..errors import ShapeMismatchError
 from ..nn import GRU, LSTM, RNN, Block, MultiHeadAttention
 from ..registry import Backend
 from ._base import ConformanceBase
-from ._opcases_seq import LIST_CASES
 from ._reference import assert_bits_equal, assert_matches_reference, assert_unchanged, param_bits, snapshot
 
 __all__ = ["SeqLayerChecks"]
@@ -23,10 +22,6 @@ _RECURRENT = {
     "GRU": lambda **kw: GRU(6, **kw),
     "LSTM": lambda **kw: LSTM(6, **kw),
 }
-
-
-def _to(backend: Backend, device: str, arg: Any) -> Any:
-    return backend.to_native(arg, None, device) if isinstance(arg, np.ndarray) else arg
 
 
 class SeqLayerChecks(ConformanceBase):
@@ -51,30 +46,6 @@ class SeqLayerChecks(ConformanceBase):
         for path, param in mine.items():
             assert_matches_reference(param, under_test)
             assert_bits_equal(param_bits(param), param_bits(ref[path]), f"parameter {path!r}")
-
-    def test_split_and_unstack_match_reference(self, under_test: Backend, reference: Backend,
-                                               rng: np.random.Generator) -> None:
-        """``split`` and ``unstack`` return lists of the backend's arrays, as many as the
-        NumPy backend's, each of its shape and dtype with its values (within op tolerance)."""
-        self._seq_require(under_test, "split", "unstack")
-        ref_device = reference.canonical_device(None)
-        for device in self.device_list(under_test):
-            for name, cases in LIST_CASES.items():
-                fn = getattr(ops, name)
-                for i, args in enumerate(cases(rng)):
-                    where = f"ops.{name} case {i} on {device}"
-                    expected = fn(*(_to(reference, ref_device, a) for a in args))
-                    got = fn(*(_to(under_test, device, a) for a in args))
-                    assert isinstance(got, list) and len(got) == len(expected), (
-                        f"{where}: returned {type(got).__name__} of {len(got)}; expected a list of {len(expected)}"
-                    )
-                    for j, (mine, want) in enumerate(zip(got, expected)):
-                        host = self.host(under_test, mine)
-                        assert host.shape == want.shape and host.dtype == want.dtype, (
-                            f"{where}, part {j}: {host.shape} {host.dtype} != {want.shape} {want.dtype}"
-                        )
-                        np.testing.assert_allclose(host, want, rtol=self.op_rtol, atol=self.op_atol,
-                                                   err_msg=f"{where}, part {j}")
 
     @pytest.mark.parametrize("kind", sorted(_RECURRENT))
     def test_recurrent_layer_matches_reference(self, kind: str, under_test: Backend, reference: Backend,

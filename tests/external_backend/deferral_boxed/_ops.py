@@ -35,8 +35,9 @@ def _unary(fn: Any, op: str) -> Any:
 
 
 def _binary(fn: Any, op: str) -> Any:
-    def run(a: Box, b: Box) -> Box:
-        return _box(fn(_un(a, op), _un(b, op)), a)
+    def run(a: Box, b: Box | float) -> Box:
+        # The second operand may be a Python scalar, as in the layers (ops.add(var, eps)).
+        return _box(fn(_un(a, op), b if isinstance(b, int | float) else _un(b, op)), a)
 
     run.__name__ = op
     return run
