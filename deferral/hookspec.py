@@ -19,7 +19,8 @@ A plugin module must not import its framework at import time (import it inside t
 Only :func:`deferral_backend_info`, :func:`deferral_ops`, :func:`deferral_is_native`,
 :func:`deferral_to_native`, :func:`deferral_to_numpy` and :func:`deferral_parameter_from_numpy`
 are required; :func:`deferral_materialize` and :func:`deferral_canonical_device` have
-defaults in the core. ``docs/plugins.md`` walks through a complete backend.
+defaults in the core, and :func:`deferral_native` (the framework's own model object) is
+optional. ``docs/plugins.md`` walks through a complete backend.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "deferral_canonical_device",
     "deferral_is_native",
     "deferral_materialize",
+    "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
@@ -260,4 +262,25 @@ def deferral_materialize(request: MaterializeRequest) -> Any:
     Optional: the default computes ``request.host_values()`` and calls
     :func:`deferral_parameter_from_numpy`. A backend implements it to allocate on the device
     and fill in chunks, or to generate natively, as long as the bits are the same.
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_native(block: Any) -> Any:
+    """Return the framework's own model object for ``block``, a model bound to this backend.
+
+    Optional: a backend without it has no native container, and :func:`deferral.native`
+    says so. Called once per model by :func:`deferral.native` (which caches the result on
+    the block), with every parameter either materialized or deferred as the model stands.
+    The object must share storage with the model (no copies): training either one changes
+    both. The torch backend returns a ``torch.nn.Module`` tree mirroring the block tree, the
+    TensorFlow backend a ``keras.Model``, the NumPy backend the block itself.
+
+    Example::
+
+        @deferral.hookimpl
+        def deferral_native(block):
+            from my_package._module import NativeModule
+
+            return NativeModule(block)
     """

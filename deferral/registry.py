@@ -69,6 +69,7 @@ class Backend:
             manager, "deferral_parameter_from_numpy", ("array", "dtype", "device", "trainable")
         )
         self._materialize = _direct(manager, "deferral_materialize", ("request",))
+        self.has_native = bool(manager.hook.deferral_native.get_hookimpls())
 
     def __repr__(self) -> str:
         return f"<deferral backend {self.name!r}>"
@@ -122,6 +123,10 @@ class Backend:
 
     def parameter_from_numpy(self, array: Any, dtype: str, device: str, trainable: bool) -> Any:
         return self._from_numpy(array, dtype, device, trainable)
+
+    def native(self, block: Any) -> Any:
+        """The framework's own model object for ``block`` (see :func:`deferral.native`)."""
+        return self._hook.deferral_native(block=block)
 
     def materialize(self, request: _spec.MaterializeRequest) -> Any:
         out = self._materialize(request)

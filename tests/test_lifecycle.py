@@ -321,3 +321,16 @@ def test_public_modules_export_only_their_api() -> None:
         public = {n for n in dir(module) if not n.startswith("_")}
         api = {n for n in module.__all__ if not n.startswith("_")}
         assert public == api, f"{module.__name__} shows {sorted(public ^ api)}"
+
+
+def test_native_on_numpy_is_the_block_and_errors_say_what_to_call_first() -> None:
+    net = nn.Sequential([nn.Dense(4), nn.Dense(2)])
+    with pytest.raises(deferral.DeferredInitializationError, match=r"bound to no backend yet. Call net.initialize\(backend=\.\.\.\) first"):
+        deferral.native(net)
+    net.initialize(seed=0)
+    assert deferral.native(net) is net and deferral.native(net) is net
+    act = nn.Activation("relu")
+    with pytest.raises(deferral.DeferredInitializationError):
+        deferral.native(act)
+    act.initialize(backend="numpy")
+    assert deferral.native(act) is act

@@ -44,6 +44,12 @@ def deferral_ops() -> Any:
 
 
 @deferral.hookimpl
+def deferral_native(block: Any) -> Any:
+    # NumPy has no model object of its own: the block is the native model.
+    return block
+
+
+@deferral.hookimpl
 def deferral_is_native(value: Any) -> bool:
     np = sys.modules.get("numpy")
     return np is not None and isinstance(value, np.ndarray)

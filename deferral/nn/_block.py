@@ -94,6 +94,8 @@ class Block:
     _path: str
     _state: _CallState | None
     _backend_choice: str | None
+    # The framework's own object for this model (deferral.native), made once.
+    _native: Any
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", {})
@@ -101,6 +103,7 @@ class Block:
         object.__setattr__(self, "_path", "")
         object.__setattr__(self, "_state", None)
         object.__setattr__(self, "_backend_choice", None)
+        object.__setattr__(self, "_native", None)
         object.__setattr__(self, "training", False)
 
     # -- modes -------------------------------------------------------------------------
@@ -514,6 +517,7 @@ class Block:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_state"] = None
+        state["_native"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -1,0 +1,73 @@
+"""``deferral.native``: a model as its framework's own object (a ``torch.nn.Module``, a
+``keras.Model``), supplied by the backend it is bound to through the ``deferral_native`` hook."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._lifecycle import LOCK
+from .errors import DeferredInitializationError
+
+if TYPE_CHECKING:
+    from .nn import Block
+    from .registry import Backend
+
+__all__ = ["native"]
+
+
+def native(block: Block) -> Any:
+    """The framework's own model object for ``block``, sharing its storage (no copy).
+
+    On the torch backend a ``torch.nn.Module`` tree mirroring the block tree, on TensorFlow a
+    ``keras.Model``, on NumPy the block itself. Deferred parameters stay deferred: the first
+    call (or loading a state) completes them, exactly as ``block(x)`` would. Calling it again
+    returns the same object.
+
+    Raises:
+        DeferredInitializationError: if ``block`` was never initialized (no backend is bound).
+        ValueError: if its parameters are bound to several backends.
+        NotImplementedError: if the bound backend has no native container.
+
+    Example:
+        >>> import deferral
+        >>> from deferral import nn
+        >>> net = nn.Sequential([nn.Dense(4), nn.Dense(2)])
+        >>> _ = net.initialize(seed=0, backend="numpy")
+        >>> deferral.native(net) is net
+        True
+    """
+    found = block._native
+    if found is not None:
+        return found
+    backend = _bound_backend(block)
+    if not backend.has_native:
+        raise NotImplementedError(
+            f"deferral.native: backend {backend.name!r} (which {block.describe()} is bound to) has no "
+            "native container. Use the block itself, or initialize it on a backend that has one "
+            "(torch, tensorflow, numpy)."
+        )
+    with LOCK:
+        if block._native is None:
+            object.__setattr__(block, "_native", backend.native(block))
+    return block._native
+
+
+def _bound_backend(block: Block) -> Backend:
+    from . import registry
+
+    params = block.collect_params()
+    backends = sorted({p.backend for p in params.values() if p.backend is not None})
+    if len(backends) > 1:
+        raise ValueError(
+            f"deferral.native: the parameters of {block.describe()} are bound to several backends "
+            f"({', '.join(backends)}); initialize the whole model on one with "
+            "initialize(backend=..., force_reinit=True)."
+        )
+    name = backends[0] if backends else block._backend_choice
+    if name is None or (params and not backends):
+        raise DeferredInitializationError(
+            f"deferral.native: {block.describe()} is bound to no backend yet. Call "
+            "net.initialize(backend=...) first (seed, dtype and device too); the native object then "
+            "shares its parameters."
+        )
+    return registry.load_backend(name)
