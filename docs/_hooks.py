@@ -8,6 +8,10 @@ puts the blank line above it that the parser requires, so the doctest becomes an
 section rendered as a highlighted code block. The docstrings stay as they are: ``python -m
 doctest`` and ``help()`` read them the same either way.
 
+The MkDocs hook :func:`on_page_markdown` hides the left navigation on pages that are a tab of
+their own (Home, Performance, API reference), where it would list only the page itself and
+take width from its wide tables.
+
 The MkDocs hook :func:`on_page_content` handles the roles: the docstrings cross-reference with reStructuredText roles (:func:`deferral.seed`,
 :meth:`host_values`, :class:`~deferral.hookspec.BackendInfo`), which Markdown leaves as literal
 text. On each rendered page this hook replaces ``:role:<code>target</code>`` with a link to the
@@ -71,6 +75,14 @@ def _resolve(target: str, ids: set[str]) -> str | None:
         return target
     matches = [i for i in ids if i.endswith("." + target)]
     return matches[0] if len(matches) == 1 else None
+
+
+def on_page_markdown(markdown: str, *, page: Any, **kwargs: Any) -> str:
+    if page.parent is None:
+        hidden = page.meta.setdefault("hide", [])
+        if "navigation" not in hidden:
+            hidden.append("navigation")
+    return markdown
 
 
 def on_page_content(html_text: str, **kwargs: Any) -> str:
