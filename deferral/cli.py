@@ -93,9 +93,9 @@ def _chapter_net(weight_init: str | None = None) -> Any:
 
 
 def demo(backend: str | None = None, seed: int = 0) -> None:
-    """Run the seed chapter's walk-through and print each step.
+    """Run the tutorial's walk-through and print each step.
 
-    Defines the chapter's MLP without input sizes, shows its parameters as declared (``-1``
+    Defines the tutorial's MLP without input sizes, shows its parameters as declared (``-1``
     for unknown dimensions) and that their values cannot be read yet, calls ``initialize()``
     and shows what it recorded per parameter (initializer, seed; nothing is materialized),
     then imports the backend's framework and runs two forward passes on a (2, 20) input,
@@ -363,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=description)
 
-    p_demo = command("demo", "walk through deferred initialization (the seed chapter)",
+    p_demo = command("demo", "walk through deferred initialization (the tutorial's example)",
                      "Define an MLP without input sizes, show its parameters before and after "
                      "initialize() (what it recorded: initializer and seed per parameter), then run "
                      "the first forward pass, which infers the input size and materializes every "
