@@ -84,6 +84,9 @@ def test_backends_names_lists_the_available_ones(capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.split() == deferral.available_backends()
 
 
+GHOST_INSTALL = 'pip install "deferral[ghost]"'
+
+
 def _ghost_backend(install: str) -> Any:
     from tests.test_registry import _plugin
 
@@ -94,7 +97,7 @@ def _ghost_backend(install: str) -> Any:
 
 @pytest.fixture
 def ghost() -> Iterator[str]:
-    registry.register_backend(_ghost_backend('pip install "deferral[ghost]"'))
+    registry.register_backend(_ghost_backend(GHOST_INSTALL))
     yield "ghost"
     registry.unregister_backend("ghost")
 
@@ -107,8 +110,7 @@ def test_backends_table(capsys: pytest.CaptureFixture[str], ghost: str) -> None:
     assert re.match(rf"numpy\s+yes\s+numpy {re.escape(np.__version__)}\s+cpu\s+float16, float32, float64$", numpy_row)
     ghost_row = next(line for line in out if line.startswith("ghost "))
     assert re.match(r"ghost\s+no\s+no_such_framework_xyz \(not installed\)\s+cpu, CUDA GPUs\s+float32$", ghost_row)
-    root = _install.source_checkout()
-    fix = f'pip install -e "{root}[ghost]"' if root else 'pip install "deferral[ghost]"'
+    fix = _install.install_command(GHOST_INSTALL)
     assert f"ghost: install it with: {fix}" in out
     if importlib.util.find_spec("torch") is not None:
         import torch
@@ -127,15 +129,40 @@ def test_install_command_follows_how_deferral_was_installed(monkeypatch: pytest.
     for other in ("pip install deferral-jax", 'pip install "tensorflow[and-cuda]"', "conda install deferral"):
         assert _install.install_command(other) == other
     monkeypatch.setattr(_install, "source_checkout", lambda: None)
+    monkeypatch.setattr(_install, "installed_from", lambda: None)
     assert _install.install_command('pip install "deferral[torch]"') == 'pip install "deferral[torch]"'
+    monkeypatch.setattr(_install, "installed_from", lambda: (Path("/src/deferral"), False))
+    assert _install.install_command('pip install "deferral[torch]"') == 'pip install "/src/deferral[torch]"'
+
+
+def test_installed_from_reads_what_pip_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.metadata
+
+    records = {
+        '{"url": "file:///src/deferral", "dir_info": {"editable": true}}': (Path("/src/deferral"), True),
+        '{"url": "file:///src/deferral", "dir_info": {}}': (Path("/src/deferral"), False),
+        '{"url": "file:///tmp/deferral-0.1.0.tar.gz", "archive_info": {}}': None,
+        '{"url": "https://example.org/x", "vcs_info": {"vcs": "git"}}': None,
+        "not json": None,
+        "[1, 2]": None,
+    }
+    for record, expected in records.items():
+        class Dist:
+            def read_text(self, name: str, record: str = record) -> str:
+                assert name == "direct_url.json"
+                return record
+
+        monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Dist())
+        assert _install.installed_from() == expected, record
 
 
 def test_missing_framework_error_gives_the_fitting_install_command(ghost: str) -> None:
-    root = _install.source_checkout()
     with pytest.raises(deferral.BackendNotFoundError) as info:
         deferral.set_backend("ghost")
-    fix = f'pip install -e "{root}[ghost]"' if root else 'pip install "deferral[ghost]"'
-    assert f"Install it with: {fix} " in str(info.value)
+    root = _install.source_checkout()
+    if root is not None:  # running from this checkout
+        assert f'Install it with: pip install -e "{root}[ghost]" ' in str(info.value)
+    assert f"Install it with: {_install.install_command(GHOST_INSTALL)} " in str(info.value)
     assert "DEFERRAL_BACKEND" not in str(info.value)
 
 
@@ -226,8 +253,7 @@ def test_compare_warns_when_fewer_than_two_backends_are_compared(
     assert "backends compared: numpy\n" in out
     assert err.startswith("deferral: warning: only numpy was compared, against the NumPy reference: "
                           "no two frameworks were compared. Install another to compare frameworks: ")
-    root = _install.source_checkout()
-    assert (f'ghost: pip install -e "{root}[ghost]"' if root else 'ghost: pip install "deferral[ghost]"') in err
+    assert f"ghost: {_install.install_command(GHOST_INSTALL)}" in err
 
 
 def test_native_stderr_is_silenced_unless_the_user_chose_a_log_level(
