@@ -39,6 +39,7 @@ __all__ = [
 
 #: The entry-point group a backend distribution registers its plugin module under.
 ENTRY_POINT_GROUP = "deferral.backends"
+_ENV = "DEFERRAL_BACKEND"
 _DEFAULT = "numpy"
 
 _lock = threading.RLock()
@@ -173,6 +174,7 @@ def _plugin(name: str) -> Any:
             raise BackendNotFoundError(
                 f"unknown backend {name!r}. Choose one of: {known}. A third-party backend is "
                 f"installed as a package that registers a {ENTRY_POINT_GROUP!r} entry point."
+                f"{_chosen_by_environment(name)}"
             )
         _plugins[name] = plugin = ep.load()
         return plugin
@@ -217,6 +219,16 @@ def _info(name: str, plugin: Any, manager: pluggy.PluginManager) -> _spec.Backen
             "the entry point's name and BackendInfo.name must agree."
         )
     return info
+
+
+def _chosen_by_environment(name: str) -> str:
+    """A sentence for errors about ``name`` when the ``DEFERRAL_BACKEND`` variable chose it."""
+    if _override.get() is None and _selected is None and os.environ.get(_ENV, "").strip() == name:
+        return (
+            f" The backend was chosen by the environment variable {_ENV}={os.environ[_ENV]!r}: "
+            f"set it to an installed backend, or unset it to use {_DEFAULT!r}."
+        )
+    return ""
 
 
 def _missing(info: _spec.BackendInfo) -> list[str]:
@@ -267,10 +279,13 @@ def load_backend(name: str) -> Backend:
         info = _info(name, plugin, manager)
         missing = _missing(info)
         if missing:
-            hint = f" Install it with: {info.install}" if info.install else ""
+            from ._install import install_command
+
+            hint = f" Install it with: {install_command(info.install)}" if info.install else ""
             raise BackendNotFoundError(
                 f"backend {name!r} needs {', '.join(missing)}, which is not installed.{hint} "
                 f"Installed backends: {', '.join(available_backends()) or '(none)'}."
+                f"{_chosen_by_environment(name)}"
             )
         _backends[name] = backend = Backend(plugin, info, manager)
         return backend
@@ -331,7 +346,7 @@ def set_backend(name: str | None) -> None:
 
 def get_backend() -> str:
     """The name of the backend a model initialized now would be bound to."""
-    name = _override.get() or _selected or os.environ.get("DEFERRAL_BACKEND") or _DEFAULT
+    name = _override.get() or _selected or os.environ.get(_ENV) or _DEFAULT
     return name.strip()
 
 

@@ -214,6 +214,7 @@ def test_cli_page_shows_real_output(
 
 def test_mkdocs_build_is_strict_clean(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs")
+    pytest.importorskip("material")  # the theme (mkdocs-material)
     pytest.importorskip("mkdocstrings_handlers.python")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d",
