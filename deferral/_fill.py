@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from ._transforms import Workspace
     from .init import Recipe
 
-__all__ = ["fill", "get_num_threads", "host_dtype", "set_num_threads"]
+__all__ = ["ALIGN", "aligned_empty", "fill", "get_num_threads", "host_dtype", "set_num_threads"]
 
 #: Elements per block: 64 Ki float64 temporaries (512 KiB) stay in the L2 cache.
 BLOCK = 1 << 16
 #: A request is split across threads only into pieces of at least this many elements.
 MIN_PIECE = 1 << 18
+#: Byte alignment of :func:`aligned_empty` buffers (what TensorFlow needs of a buffer it adopts).
+ALIGN = 64
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -88,6 +90,25 @@ def _executor(threads: int) -> ThreadPoolExecutor:
 def host_dtype(dtype: str) -> str:
     """The NumPy dtype of host values for a parameter dtype (bfloat16 travels as uint16 bits)."""
     return "uint16" if dtype == "bfloat16" else dtype
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """An uninitialised C-contiguous NumPy array whose data starts on an :data:`ALIGN` boundary.
+
+    Backends fill it with :meth:`~deferral.hookspec.MaterializeRequest.fill_host` and hand it
+    to their framework without a copy. NumPy asks the kernel for transparent huge pages for
+    large arrays, so first writing it page-faults far less than memory from a framework's
+    allocator (measured: 0.45 vs 2.3 ns per float32 value on a 2-core VM).
+    """
+    import numpy as np
+
+    itemsize = np.dtype(dtype).itemsize
+    nbytes = itemsize
+    for d in shape:
+        nbytes *= d
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    offset = -raw.ctypes.data % ALIGN
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 @functools.lru_cache(maxsize=64)

@@ -22,13 +22,13 @@ Devices are spelled the TensorFlow way: ``"/CPU:0"`` (the default) or ``"/GPU:N"
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from typing import TYPE_CHECKING, Any
 
 import deferral
 from deferral._dtypes import float32_to_bfloat16_bits, round_to
+from deferral._fill import ALIGN
 from deferral.hookspec import BackendInfo, MaterializeRequest
 
 if TYPE_CHECKING:
@@ -57,8 +57,6 @@ _INFO = BackendInfo(
 
 _DEVICE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
 _ACCEPTED = '"/CPU:0" (also "cpu", "CPU:0"), "/GPU:N" (also "gpu", "GPU:N", "cuda", "cuda:N")'
-#: Alignment TensorFlow needs of a buffer it adopts (Eigen's); an unaligned one can abort it.
-ALIGN = 64
 
 @deferral.hookimpl
 def deferral_backend_info() -> BackendInfo:
@@ -198,7 +196,7 @@ def deferral_materialize(request: MaterializeRequest) -> Any:
     """
     import tensorflow as tf
 
-    from deferral._fill import host_dtype
+    from deferral._fill import aligned_empty, host_dtype
 
     if request.recipe.kind == "constant":
         with tf.init_scope(), tf.device(request.device):
@@ -211,24 +209,14 @@ def deferral_materialize(request: MaterializeRequest) -> Any:
     return _variable(tensor, request.dtype, request.device, request.trainable)
 
 
-def aligned_empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    """An uninitialised C-contiguous array of ``shape`` whose data starts on an :data:`ALIGN` boundary."""
-    import numpy as np
-
-    itemsize = np.dtype(dtype).itemsize
-    nbytes = math.prod(shape) * itemsize
-    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
-    offset = -raw.ctypes.data % ALIGN
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
-
-
 def _adopted(host: np.ndarray) -> tf.Tensor:
     """An eager CPU tensor that uses ``host``'s memory, without copying it.
 
     The DLPack capsule holds a reference to ``host``; TensorFlow releases it when the last
     tensor or variable using the buffer is freed, so the memory cannot be freed under it.
-    The buffer must be aligned (TensorFlow may abort on an unaligned one): an array that is
-    not (or is empty, or not contiguous) is copied instead.
+    The buffer must be aligned to :data:`deferral._fill.ALIGN` bytes (TensorFlow may abort
+    the process on an unaligned one): an array that is not (or is empty, or not contiguous)
+    is copied instead.
     """
     import tensorflow as tf
 
