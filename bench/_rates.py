@@ -94,8 +94,6 @@ def _deferral_fills(side: int) -> dict[str, Callable[[], Any]]:
 
 
 def _torch_inits(side: int, threads: int) -> dict[str, Callable[[], Any]]:
-    if importlib.util.find_spec("torch") is None:
-        return {}
     import torch
 
     torch.set_num_threads(threads)
@@ -155,14 +153,18 @@ def _row(label: str, stats: Any, values: int) -> dict[str, Any]:
     return {"label": label, **stats.as_dict(), "ns_per_value": stats.median / values * 1e9}
 
 
-def run(side: int, repeats: int, min_time: float) -> dict[str, Any]:
-    """Measure every rate for a ``side`` x ``side`` float32 weight; return the rows."""
+def run(side: int, repeats: int, min_time: float, torch: bool = True) -> dict[str, Any]:
+    """Measure every rate for a ``side`` x ``side`` float32 weight; return the rows.
+
+    ``torch``: include torch's ``nn.init`` rows (the torch backend is selected and installed).
+    """
     from deferral import get_num_threads
 
     threads = get_num_threads()
     n = side * side
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bench-limits") as pool:
-        variants = {**_limits(n, threads, pool), **_deferral_fills(side), **_torch_inits(side, threads)}
+        variants = {**_limits(n, threads, pool), **_deferral_fills(side),
+                    **(_torch_inits(side, threads) if torch else {})}
         stats = measure(variants, repeats=repeats, min_time=min_time, keep_results=False)
     rows = [_row(label, s, n) for label, s in stats.items()]
     result: dict[str, Any] = {"side": side, "threads": threads, "rows": rows}

@@ -249,6 +249,11 @@ def cuda_table(r: dict[str, Any]) -> Table:
                            "-" if s["of_theoretical"] is None else f"{s['of_theoretical']:.1%}",
                            f"{s['of_d2d_copy']:.1%}", f"{s['of_h2d_copy']:.1%}",
                            fmt_mib(s["peak_extra_bytes"])])
+    for row in r.get("kinds", []):
+        v, m = verdict_at_least(row["of_bandwidth"], row["target"])
+        t.rows.append([f"{row['kind']} float32, one parameter", row["way"], fmt_time(row["median_s"]),
+                       f"{row['GB/s']:.1f}", f"{row['of_bandwidth']:.1%} (target >= {row['target']:.0%}: {v} {m})",
+                       "-", "-", "bits identical" if row["bits_identical"] else "BITS DIFFER"])
     t.notes.append(
         f"theoretical bandwidth {'-' if theo is None else f'{theo:.0f} GB/s'} (driver: memory clock x bus "
         f"width x 2); measured device-to-device copy {r['d2d_copy_GBps']:.0f} GB/s (read + write); "
@@ -333,6 +338,11 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     out = []
     if "rates" in results:
         out.extend(rate_verdicts(results["rates"]))
+    for row in results.get("cuda", {}).get("kinds", []):
+        v, m = verdict_at_least(row["of_bandwidth"], row["target"])
+        out.append((f"CUDA {row['kind']} float32 [{row['way']}] of memory bandwidth", v, f"{row['of_bandwidth']:.1%} ({m})"))
+        if not row["bits_identical"]:
+            out.append((f"CUDA {row['kind']} [{row['way']}] bits", "MISS", "differ from the host reference"))
     if "gpt2" in results and "skipped" not in results["gpt2"]:
         t = gpt2_table(results["gpt2"])
         out.extend((f"GPT-2-small {row[0]} [torch]", row[5], f"{row[3]} vs {row[4]} ({row[6]})") for row in t.rows)

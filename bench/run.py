@@ -241,7 +241,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     specs = [_models.chapter_mlp(), _models.wide_mlp(cfg["b"], 8)]
     if "rates" in sections:
         _say(f"  generator rates ({cfg['rates_side']}x{cfg['rates_side']}) ...")
-        results["rates"] = _rates.run(cfg["rates_side"], repeats, cfg["min_time"])
+        results["rates"] = _rates.run(cfg["rates_side"], repeats, cfg["min_time"], torch="torch" in names)
         done("rates")
         _say(_report.render_text(_report.rates_tables(results["rates"])))
     if "materialize" in sections:

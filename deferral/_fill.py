@@ -141,30 +141,34 @@ def _store(values: np.ndarray, out: np.ndarray, dtype: str, ws: Workspace) -> No
         out[...] = round_to(values, dtype)
 
 
+def _fill_block(kind: str, a: float, b: float, words: np.ndarray, out: np.ndarray, dtype: str,
+                ws: Workspace) -> None:
+    """One block: the words become values in place and are stored (then freed, on return)."""
+    from . import _transforms
+
+    if kind == "uniform":
+        values = _transforms.uniform(words, a, b, ws)
+    elif kind == "normal":
+        values = _transforms.normal(words, a, b, ws)
+    elif kind == "truncated_normal":
+        values = _transforms.truncated_normal(words, a, b, ws)
+    else:
+        raise ValueError(f"unknown recipe kind {kind!r}")
+    _store(values, out, dtype, ws)
+
+
 def _fill_piece(
     recipe: Recipe, key: tuple[int, int], start: int, out: np.ndarray, dtype: str,
     progress: Callable[[int], None] | None,
 ) -> None:
-    from . import _transforms
-
     n = out.shape[0]
     block = BLOCK
     ws = _workspace(min(n, block))
     stream = _random.Stream(key, start)
-    kind, a, b = recipe.kind, recipe.a, recipe.b
     try:
         for lo in range(0, n, block):
             hi = min(lo + block, n)
-            words = stream.take(hi - lo)
-            if kind == "uniform":
-                values = _transforms.uniform(words, a, b, ws)
-            elif kind == "normal":
-                values = _transforms.normal(words, a, b, ws)
-            elif kind == "truncated_normal":
-                values = _transforms.truncated_normal(words, a, b, ws)
-            else:
-                raise ValueError(f"unknown recipe kind {kind!r}")
-            _store(values, out[lo:hi], dtype, ws)
+            _fill_block(recipe.kind, recipe.a, recipe.b, stream.take(hi - lo), out[lo:hi], dtype, ws)
             if progress is not None:
                 progress(hi - lo)
     finally:

@@ -135,7 +135,7 @@ def quantile(p: np.ndarray, out: np.ndarray, ws: Workspace, clip: bool = False) 
     tail = np.flatnonzero(np.greater(np.absolute(q, out=ws.r[:n]), 0.425, out=ws.mask[:n]))
     count = tail.shape[0]
     if count:  # gathered before ``out`` (which may be ``p``) is written
-        pt = np.take(p, tail, out=ws.tail[0, :count])
+        pt = np.take(p, tail, out=ws.tail[0, :count], mode="clip")  # "raise" would buffer
         negative = np.less(pt, 0.5, out=ws.negative[:count])  # q < 0
         rt = np.minimum(pt, np.subtract(1.0, pt, out=ws.tail[1, :count]), out=pt)  # p if q < 0 else 1 - p
     r = np.multiply(q, q, out=ws.r[:n])
