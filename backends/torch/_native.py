@@ -1,5 +1,9 @@
 """Device-native value generation for the torch backend: the recipe in plain torch tensor ops.
 
+On CUDA with Triton installed, :func:`fill` launches the fused kernel of
+:mod:`deferral_torch._triton` instead (one kernel per chunk, everything in registers); the
+torch ops below are the fallback where Triton is absent, and the CPU path of the tests.
+
 Everything here runs on the device of the tensors it is given (CPU or CUDA, the same code),
 and produces the bits of the NumPy reference (:mod:`deferral.random`, :mod:`deferral._fill`):
 
@@ -28,6 +32,7 @@ Block indices are exact for any counter (the carry into the high counter words i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,8 +59,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_ELEMENTS",
     "CPU_CHUNK_ELEMENTS",
+    "FUSED_CHUNK_ELEMENTS",
     "NATIVE_KINDS",
     "fill",
+    "fused_kernel",
     "normal",
     "philox4x64",
     "truncated_normal",
@@ -73,6 +80,9 @@ CHUNK_ELEMENTS = 1 << 22
 #: Elements per step on the CPU, where smaller temporaries stay in the caches (measured best
 #: among 2**16 .. 2**22 on a 4096 x 4096 parameter).
 CPU_CHUNK_ELEMENTS = 1 << 18
+#: Elements per launch of the fused Triton kernel (no temporaries: only the launch overhead,
+#: a few microseconds, is paid per chunk, so chunks are large; 256 MiB of float32).
+FUSED_CHUNK_ELEMENTS = 1 << 26
 
 #: Recipe kinds generated from the stream on the device. ``constant`` is a plain fill and
 #: ``orthogonal`` needs a QR factorisation of the whole matrix (done on the host).
@@ -383,7 +393,7 @@ def _copy_host(flat: torch.Tensor, request: MaterializeRequest, chunk: int) -> N
 
 def fill(
     values: torch.Tensor, request: MaterializeRequest, chunk: int | None = None,
-    compact: bool = True,
+    compact: bool = True, fused: bool | None = None,
 ) -> None:
     """Write the values of ``request`` into ``values`` (any device) with the reference bits.
 
@@ -392,14 +402,20 @@ def fill(
     in chunks of ``chunk`` elements (default: :data:`CPU_CHUNK_ELEMENTS` on the CPU,
     :data:`CHUNK_ELEMENTS` elsewhere); ``constant`` is a fill with the rounded value;
     ``orthogonal`` is computed on the host (reference path) and copied in, chunk by chunk.
-    ``compact`` is passed to the normal quantile (see :func:`_normal_quantile`).
+    ``compact`` is passed to the normal quantile (see :func:`_normal_quantile`). On CUDA, each
+    chunk is one launch of the fused Triton kernel where Triton is installed
+    (:func:`fused_kernel`; ``fused=False`` forces the torch-ops path, ``fused=True`` requires
+    the kernel).
 
     Raises:
         TypeError: when ``values`` does not match the request.
         ValueError: for an unknown recipe kind.
     """
     if chunk is None:
-        chunk = CPU_CHUNK_ELEMENTS if values.device.type == "cpu" else CHUNK_ELEMENTS
+        if values.device.type == "cpu":
+            chunk = CPU_CHUNK_ELEMENTS
+        else:
+            chunk = FUSED_CHUNK_ELEMENTS if fused is not False and fused_kernel(values.device) else CHUNK_ELEMENTS
     expected = getattr(torch, request.dtype)
     if tuple(values.shape) != tuple(request.shape) or values.dtype != expected or not values.is_contiguous():
         raise TypeError(
@@ -415,18 +431,40 @@ def fill(
         elif recipe.kind == "orthogonal":
             _copy_host(flat, request, chunk)
         elif recipe.kind in NATIVE_KINDS:
-            _fill_stream(flat, request, chunk, compact, _progress.advance_elements(request.dtype))
+            _fill_stream(flat, request, chunk, compact, _progress.advance_elements(request.dtype), fused)
         else:
             raise ValueError(f"unknown recipe kind {recipe.kind!r}")
 
 
+def fused_kernel(device: torch.device) -> ModuleType | None:
+    """The fused Triton kernel module (:mod:`deferral_torch._triton`) for ``device``, or ``None``.
+
+    Only CUDA devices use it, and only where Triton is installed (CUDA builds of torch ship
+    it); it is never imported for the CPU (importing Triton next to TensorFlow can abort the
+    process).
+    """
+    if device.type != "cuda":
+        return None
+    try:
+        from . import _triton
+    except ImportError:
+        return None
+    return _triton
+
+
 def _fill_stream(
     flat: torch.Tensor, request: MaterializeRequest, chunk: int, compact: bool,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], None] | None, fused: bool | None = None,
 ) -> None:
     recipe = request.recipe
+    kernel = fused_kernel(flat.device) if fused is not False else None
+    if fused and kernel is None:
+        raise ValueError(f"fused generation needs Triton and a CUDA device; {flat.device} has none")
     for start, stop in request.chunks(chunk):
-        w = words(request.key, start, stop - start, flat.device)
-        _round_into(flat[start:stop], transform(recipe.kind, recipe.a, recipe.b, w, compact))
+        if kernel is not None:
+            kernel.fill(flat[start:stop], recipe.kind, recipe.a, recipe.b, request.key, start)
+        else:
+            w = words(request.key, start, stop - start, flat.device)
+            _round_into(flat[start:stop], transform(recipe.kind, recipe.a, recipe.b, w, compact))
         if progress is not None:
             progress(stop - start)
