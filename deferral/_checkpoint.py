@@ -60,7 +60,7 @@ def to_host(array: Any, dtype: str) -> np.ndarray:
     array = np.asarray(array)
     if dtype == "bfloat16":
         return float32_to_bfloat16_bits(array.astype(np.float32))
-    return np.ascontiguousarray(array, dtype=np.dtype(dtype))
+    return np.asarray(array, dtype=np.dtype(dtype), order="C")
 
 
 def save_parameters(net: Block, path: str | os.PathLike[str]) -> None:

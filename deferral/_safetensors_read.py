@@ -5,7 +5,7 @@ process truncates kills the reader with SIGBUS, which Python cannot catch, and i
 entry point parses a ``bytes`` object holding the whole file. So deferral reads the file
 itself: the header is checked by :mod:`deferral._safetensors_format` before any tensor is
 touched, each tensor is read with ``readinto`` straight into an array of exactly its size,
-and the file's identity, size and modification times are compared before and after.
+and the file's size and modification time are compared before and after.
 """
 
 from __future__ import annotations
@@ -31,23 +31,33 @@ _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a named pipe", stat.S_IFSO
 
 
 def _signature(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    # Not st_ctime: replacing or unlinking the file (a save) changes it, the bytes we read stay.
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _refuse_irregular(st: os.stat_result, where: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "a special file")
+        raise CheckpointError(f"{where} is {kind}, not a regular file: pass the path of a .safetensors file")
 
 
 def _open_regular(path: str, where: str) -> tuple[int, os.stat_result]:
-    """Open ``path`` for reading if it is a regular file; never blocks on a pipe or device."""
+    """Open ``path`` for reading if it is a regular file; never blocks on a pipe or device.
+
+    Checked before opening (nothing but a regular file is opened) and on the open file (a
+    file replaced meanwhile is fine: the one opened is the one read).
+    """
     try:
-        before = os.stat(path)
-        kind = _KINDS.get(stat.S_IFMT(before.st_mode))
-        if kind is not None:
-            raise CheckpointError(f"{where} is {kind}, not a regular file: pass the path of a .safetensors file")
+        _refuse_irregular(os.stat(path), where)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise CheckpointError(f"cannot read {where}: {exc.strerror or exc}") from exc
     opened = os.fstat(fd)
-    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
+    try:
+        _refuse_irregular(opened, where)
+    except CheckpointError:
         os.close(fd)
-        raise CheckpointError(f"{where} was replaced while being opened; try again")
+        raise
     return fd, opened
 
 
@@ -116,7 +126,7 @@ class SafetensorsReader:
         return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
     def check_unchanged(self) -> None:
-        """Raise if the file's size, modification time or identity changed since it was opened."""
+        """Raise if the file's size or modification time changed since it was opened."""
         if _signature(os.fstat(self._file.fileno())) != _signature(self._stat):
             raise CheckpointError(
                 f"{self.where} changed while being read (another program wrote to it); nothing was "
