@@ -111,6 +111,13 @@ def _block_weights(block: Block, values: dict[str, np.ndarray]) -> list[np.ndarr
     def present(*names: str) -> list[np.ndarray]:
         return [values[n] for n in names if n in values]
 
+    if isinstance(block, nn.MultiHeadAttention):
+        raise CheckpointError(
+            f"to_keras_weights: {block.describe()}: Keras's MultiHeadAttention keeps its projections "
+            "as (units, heads, head_size) kernels; reshape each Dense weight (transposed) by hand. Its "
+            "mask means True = may attend, as deferral's (torch's attn_mask is the opposite)."
+        )
+
     if isinstance(block, nn.Dense):
         return [values["weight"].T, *present("bias")]
     if isinstance(block, (nn.Conv1D, nn.Conv2D, nn.Conv3D)):
