@@ -141,7 +141,8 @@ def keras_weights(net: Block, host: dict[str, Any]) -> dict[str, list[np.ndarray
     """``{block path: weights in Keras's layout and order}`` from host arrays by structural name."""
     out: dict[str, list[np.ndarray]] = {}
     for prefix, block in net._walk():
-        values = {n: host[prefix + n] for n in block._params if prefix + n in host}
+        values = {n[len(prefix):]: a for n, a in host.items()
+                  if n.startswith(prefix) and "." not in n[len(prefix):]}
         weights = _block_weights(block, values)
         if weights is not None:
             out[prefix[:-1]] = weights

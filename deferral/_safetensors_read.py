@@ -121,7 +121,7 @@ class SafetensorsReader:
         if problem is not None:
             raise CheckpointError(f"{self.where} cannot be read:\n  - {problem}")
         raw = np.empty(entry.nbytes, dtype=np.uint8)
-        self._read_exactly(memoryview(raw), self.header.data_start + entry.begin)
+        self._read_exactly(raw.data, self.header.data_start + entry.begin)
         array = raw.view(host_dtype(entry.dtype or "")).reshape(entry.shape)
         return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
