@@ -328,7 +328,9 @@ class Parameter:
             intent = self._default_intent()
         from ._dtypes import round_to
 
-        self._replace(round_to(array.astype(np.float64), intent.dtype), shape, intent)
+        with np.errstate(invalid="ignore"):  # widening a signaling NaN warns; it stays a NaN
+            values = array.astype(np.float64)
+        self._replace(round_to(values, intent.dtype), shape, intent)
 
     def _replace(self, host: Any, shape: Shape, intent: Intent) -> None:
         """Store host values already in ``intent.dtype`` (uint16 bits for bfloat16) as the data."""
