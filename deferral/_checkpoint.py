@@ -84,7 +84,7 @@ def save_parameters(net: Block, path: str | os.PathLike[str]) -> None:
                 f"save_parameters: parameter {name!r} is {param.state}; run one forward pass (or "
                 "infer_shape + initialize) so every parameter exists before saving."
             )
-        host = registry.load_backend(param.backend).to_numpy(param.data())
+        host = registry.load_backend(param.backend or registry.get_backend()).to_numpy(param.data())
         tensors[name] = (param.dtype, to_host(host, param.dtype))
     metadata = {
         "format": "deferral",

@@ -160,7 +160,7 @@ def _load_json(blob: bytes) -> dict[str, Any]:
     except RecursionError:
         raise ValueError(f"the JSON nests deeper than {MAX_DEPTH} levels") from None
     _check_tree(tree)
-    return tree  # type: ignore[no-any-return]
+    return tree
 
 
 def _usize(value: Any) -> bool:

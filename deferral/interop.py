@@ -117,7 +117,7 @@ def to_torch_state_dict(net: Block) -> dict[str, Any]:
         if param.backend == "torch":
             out[name] = data.detach()
         else:
-            host = registry.load_backend(param.backend).to_numpy(data)
+            host = registry.load_backend(param.backend or registry.get_backend()).to_numpy(data)
             tensor = torch.from_numpy(host.copy())
             out[name] = tensor.to(torch.bfloat16) if param.dtype == "bfloat16" else tensor
     return out
@@ -208,7 +208,7 @@ def to_tf_variables(net: Block) -> dict[str, Any]:
         if param.backend == "tensorflow":
             out[name] = data
         else:
-            host = registry.load_backend(param.backend).to_numpy(data)
+            host = registry.load_backend(param.backend or registry.get_backend()).to_numpy(data)
             out[name] = tf.cast(tf.constant(host), tf.bfloat16) if param.dtype == "bfloat16" else tf.constant(host)
     return out
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from ._transforms import Workspace
 
 __all__ = [
     "SPEC_VERSION",
@@ -111,7 +113,7 @@ class Stream:
         first_block = start // 4
         # numpy's Philox increments its counter before producing a block.
         counter = (first_block - 1) % (1 << 256)
-        state = {
+        state: dict[str, Any] = {
             "bit_generator": "Philox",
             "state": {
                 "counter": np.array([(counter >> (64 * i)) & _MASK64 for i in range(4)], dtype=np.uint64),
@@ -164,7 +166,7 @@ def _words_copy(words: np.ndarray) -> np.ndarray:
     return np.array(words, dtype=np.uint64, copy=True)
 
 
-def _workspace(n: int) -> object:
+def _workspace(n: int) -> Workspace:
     from . import _transforms
 
     return _transforms.Workspace(n)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
@@ -90,7 +90,7 @@ NATIVE_KINDS = frozenset({"uniform", "normal", "truncated_normal"})
 
 #: A word of Philox state: a tensor of bit patterns, or one unsigned Python int shared by all
 #: blocks (counter words that do not vary across a chunk stay on the host until they mix).
-Word = torch.Tensor | int
+Word: TypeAlias = "torch.Tensor | int"
 
 _MASK64 = (1 << 64) - 1
 _MASK32 = (1 << 32) - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from .. import _lifecycle, _progress, registry
 from .. import ops as _ops
@@ -15,6 +15,8 @@ from ..errors import DeferredInitializationError
 from ..parameter import Parameter, ParameterDict, refuse_positional
 
 __all__ = ["Block", "Sequential"]
+
+_B = TypeVar("_B", bound="Block")
 
 # While deferral.summary() runs: [block, output spec] of every block call, parent first.
 _recorder: contextvars.ContextVar[list[list[Any]] | None] = contextvars.ContextVar(
@@ -107,7 +109,7 @@ class Block:
         object.__setattr__(self, "training", False)
 
     # -- modes -------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> Block:
+    def train(self: _B, mode: bool = True) -> _B:
         """Put this block and its descendants in training mode (``False``: inference). Returns self.
 
         Blocks start in inference mode, as in Keras and Gluon: Dropout is off and BatchNorm
@@ -118,7 +120,7 @@ class Block:
             object.__setattr__(block, "training", bool(mode))
         return self
 
-    def eval(self) -> Block:
+    def eval(self: _B) -> _B:
         """Put this block and its descendants in inference mode. Returns self."""
         return self.train(False)
 
@@ -238,7 +240,7 @@ class Block:
         params = ParameterDict(found)
         return params.select(select) if select is not None else params
 
-    def share_parameters(self, shared: ParameterDict | dict[str, Parameter]) -> Block:
+    def share_parameters(self: _B, shared: ParameterDict | dict[str, Parameter]) -> _B:
         """Use the parameters in ``shared`` wherever this block has one of the same name.
 
         Names are structural and relative to this block (``"weight"``, ``"0.bias"``); pass
@@ -499,9 +501,9 @@ class Block:
                 # An input the default backend cannot take (another framework's tensor) picks
                 # the loaded backend it belongs to.
                 if default.to_native(args[0], None, default.info.default_device) is None:
-                    for backend in list(registry._backends.values()):
-                        if backend.is_native(args[0]):
-                            return backend, None, None
+                    for loaded in list(registry._backends.values()):
+                        if loaded.is_native(args[0]):
+                            return loaded, None, None
             return default, None, None
         backends = {b for b, _, _ in intents}
         if len(backends) > 1:
@@ -510,8 +512,8 @@ class Block:
                 f"({', '.join(sorted(backends))}); initialize the whole model on one with "
                 "initialize(backend=..., force_reinit=True)."
             )
-        backend, dtype, device = sorted(intents, key=str)[0]
-        return registry.load_backend(backend), dtype, device
+        name, dtype, device = sorted(intents, key=str)[0]
+        return registry.load_backend(str(name)), dtype, device
 
     # -- copying, printing -------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -601,11 +603,13 @@ class Sequential(Block):
     def __iter__(self) -> Iterator[Block]:
         return iter(list(self._children.values()))
 
+    # The blocks are of different types: an index gives Any (as a heterogeneous list would),
+    # so ``net[0].weight`` type-checks; a slice gives a Sequential.
     @overload
-    def __getitem__(self, index: int) -> Block: ...
+    def __getitem__(self, index: int) -> Any: ...
     @overload
     def __getitem__(self, index: slice) -> Sequential: ...
-    def __getitem__(self, index: int | slice) -> Block | Sequential:
+    def __getitem__(self, index: int | slice) -> Any:
         blocks = list(self._children.values())
         if isinstance(index, slice):
             return Sequential(blocks[index])
