@@ -19,18 +19,24 @@ their ``build`` step; the core does the rest.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import contextvars
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from signal import SIGINT
 from typing import TYPE_CHECKING, Any
+
+from . import registry
+from .hookspec import MaterializeRequest
+from .random import derive_key
 
 if TYPE_CHECKING:
     from .parameter import Intent, Parameter
 
-__all__ = ["LOCK", "SHAPE_ONLY", "complete", "materialize", "record", "signals_deferred", "swap",
-           "transaction"]
+__all__ = ["LOCK", "SHAPE_ONLY", "complete", "deferred_in_windows", "materialize", "record",
+           "signals_deferred", "swap", "transaction"]
 
 Shape = tuple[int, ...]
 
@@ -59,15 +65,53 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    # _signal: the C functions signal.signal wraps (without its enum conversions, ~2 us a call).
+    previous = _signal.signal(SIGINT, lambda signum, frame: received.append(signum))
     _deferring.on = True
     try:
         yield
     finally:
         _deferring.on = False
-        signal.signal(signal.SIGINT, previous)
+        _signal.signal(SIGINT, previous)
         if received:
             _deliver(previous)
+
+
+class deferred_in_windows:
+    """``SIGINT`` held back in windows of about ``limit`` bytes of work (see :func:`signals_deferred`).
+
+    A loop making many small parameters calls :meth:`step` after each: the signal guard is
+    paid once per window instead of once per parameter, and an interrupt still lands within
+    one window's work.
+    """
+
+    def __init__(self, limit: int = 16 << 20) -> None:
+        self.limit, self.done = limit, 0
+        self._window: contextlib.AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> deferred_in_windows:
+        self._open()
+        return self
+
+    def _open(self) -> None:
+        self._window = signals_deferred()
+        self._window.__enter__()
+
+    def _close(self, *exc: Any) -> None:
+        window, self._window = self._window, None
+        if window is not None:
+            window.__exit__(*exc)
+
+    def step(self, nbytes: int) -> None:
+        """Count ``nbytes`` of work; past the limit, deliver what was held back and start anew."""
+        self.done += nbytes
+        if self.done >= self.limit:
+            self.done = 0
+            self._close(None, None, None)
+            self._open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._close(*exc)
 
 
 def _deliver(handler: Any) -> None:
@@ -155,8 +199,9 @@ def journal(param: Parameter) -> None:
 
 def _invalidate(param: Parameter) -> None:
     """Drop the cached call state of every block whose fast path relies on ``param``."""
-    for block in list(param._owners):
-        block._drop_call_state()
+    if param._owners:
+        for block in list(param._owners):
+            block._drop_call_state()
 
 
 # -- transitions -----------------------------------------------------------------------------
@@ -178,13 +223,12 @@ def complete(param: Parameter, shape: Shape) -> None:
     _invalidate(param)
 
 
-def new_values(param: Parameter, intent: Intent) -> Any:
-    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing."""
-    from . import init as _init
-    from . import random as _random
-    from . import registry
-    from .hookspec import MaterializeRequest
+def new_values(param: Parameter, intent: Intent, *, guard: bool = True) -> Any:
+    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing.
 
+    The backend call runs with ``SIGINT`` deferred unless ``guard`` is False (the caller then
+    holds a window of :class:`deferred_in_windows`).
+    """
     backend = registry.load_backend(intent.backend)
     request = MaterializeRequest(
         name=intent.path,
@@ -192,9 +236,11 @@ def new_values(param: Parameter, intent: Intent) -> Any:
         dtype=intent.dtype,
         device=intent.device,
         trainable=param.trainable,
-        key=_random.derive_key(intent.seed, intent.path),
-        recipe=(intent.init or _init.XavierUniform()).recipe(param._shape),
+        key=derive_key(intent.seed, intent.path),
+        recipe=intent.init.recipe(param._shape),
     )
+    if not guard:
+        return backend.materialize(request)
     with signals_deferred():
         return backend.materialize(request)
 
@@ -219,10 +265,10 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
     for param, _, _, _ in changes:
         journal(param)
         _invalidate(param)
+    # No call state can be made again meanwhile: first calls need LOCK, which the caller holds.
     with signals_deferred():
         for param, intent, shape, data in changes:
             param._intent, param._shape, param._data, param._path = intent, shape, data, intent.path
-            _invalidate(param)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:

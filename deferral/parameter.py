@@ -524,5 +524,10 @@ def _apply(params: Mapping[str, Parameter], intents: Mapping[str, Intent], items
     ready = [path for path, p in params.items() if _layer_known(p)]
     total = sum(params[path].size or 0 for path in ready) * itemsize
     with _progress.task("deferral: materializing", total or None), transaction():
-        values = {path: _lifecycle.new_values(params[path], intents[path]) for path in ready}
+        values = {}
+        with _lifecycle.deferred_in_windows() as window:
+            for path in ready:
+                param = params[path]
+                values[path] = _lifecycle.new_values(param, intents[path], guard=False)
+                window.step((param.size or 0) * itemsize)
         _lifecycle.swap([(p, intents[path], p._shape, values.get(path)) for path, p in params.items()])
