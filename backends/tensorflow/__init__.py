@@ -39,6 +39,7 @@ __all__ = [
     "deferral_canonical_device",
     "deferral_is_native",
     "deferral_materialize",
+    "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
@@ -69,6 +70,14 @@ def deferral_ops() -> Any:
     from . import _ops
 
     return _ops
+
+
+@deferral.hookimpl
+def deferral_native(block: Any) -> Any:
+    """A ``keras.Model`` sharing the model's ``tf.Variable`` objects (see ``deferral_tensorflow._keras``)."""
+    from ._keras import native_model
+
+    return native_model(block)
 
 
 @deferral.hookimpl
