@@ -27,6 +27,7 @@ keras = pytest.importorskip("keras")
 import deferral  # noqa: E402
 from deferral import nn, ops  # noqa: E402
 from deferral.errors import DeferralError  # noqa: E402
+from deferral.parameter import transaction  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -361,3 +362,64 @@ def test_a_model_moved_to_another_backend_names_both() -> None:
         model(X)
     assert isinstance(info.value, RuntimeError)
     assert "force_reinit=True" in str(info.value)
+
+
+# -- deferral replacing values ---------------------------------------------------------------
+@keras_saving
+def test_reinit_set_data_and_load_write_into_the_keras_models_variables(tmp_path: Path) -> None:
+    net = bound(mlp())
+    model = deferral.native(net)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
+    model.fit(X, Y, epochs=2, verbose=0)
+    variables = [w.value for w in model.weights]
+    trained = weight_bytes(net)
+    net.save_parameters(tmp_path / "trained.safetensors")
+    predict = model.predict_function  # traced before the changes, used after them
+
+    net.initialize(seed=0, backend="tensorflow", force_reinit=True)
+    fresh = bound(mlp())
+    fresh(X)
+    assert weight_bytes(net) == weight_bytes(fresh) != trained
+    net[0].bias.set_data(np.full((16,), 0.25, "float32"))
+    assert np.array_equal(by_path(model)["0.bias"].numpy(), np.full((16,), 0.25, "float32"))
+    net.load_parameters(tmp_path / "trained.safetensors")
+    assert weight_bytes(net) == trained
+
+    # The same tf.Variable objects throughout: the Keras model, its optimizer and its traced
+    # functions keep working on the parameters.
+    assert all(w.value is v for w, v in zip(model.weights, variables))
+    assert all(p.data() is by_path(model)[k].value for k, p in net.collect_params().items())
+    assert model.predict_function is predict
+    np.testing.assert_allclose(model.predict(X, verbose=0), net(X).numpy(), rtol=1e-5, atol=1e-6)
+    model.fit(X, Y, epochs=1, verbose=0)
+    assert weight_bytes(net) != trained
+
+
+def test_a_rolled_back_reinit_leaves_the_variables_untouched() -> None:
+    net = bound(mlp())
+    model = deferral.native(net)
+    model(X)
+    before, variables = weight_bytes(net), [w.value for w in model.weights]
+    with pytest.raises(RuntimeError, match="changed my mind"), transaction():
+        net.initialize(seed=5, backend="tensorflow", force_reinit=True)
+        assert weight_bytes(net) != before  # swapped in, not yet written into the variables
+        raise RuntimeError("changed my mind")
+    assert weight_bytes(net) == before
+    with pytest.raises(deferral.ShapeMismatchError):
+        net[0].weight.set_data(np.zeros((3, 3), "float32"))
+    assert weight_bytes(net) == before
+    assert all(w.value is v for w, v in zip(model.weights, variables))
+
+
+def test_a_new_dtype_gives_new_variables_and_a_new_keras_model() -> None:
+    net = bound(mlp())
+    model = deferral.native(net)
+    model(X)
+    net.initialize(seed=0, backend="tensorflow", dtype="float64", force_reinit=True)
+    with pytest.raises(DeferralError, match=r"0\.weight.*new tf\.Variable.*deferral\.native\(net\) again"):
+        model(X)
+    again = deferral.native(net)
+    assert again is not model and again.dtype == "float64"
+    out = again(X)
+    assert out.dtype == tf.float64
+    assert all(w.value is p.data() for w, p in zip(again.weights, net.collect_params().values()))

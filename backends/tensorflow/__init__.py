@@ -53,6 +53,7 @@ _INFO = BackendInfo(
     dtypes=("float16", "bfloat16", "float32", "float64"),
     default_device="/CPU:0",
     supports_cuda=True,
+    keeps_storage=True,
 )
 
 _DEVICE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)

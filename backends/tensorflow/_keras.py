@@ -28,13 +28,14 @@ from deferral.nn import Block
 from deferral.nn._block import training_mode
 from deferral.parameter import Parameter
 
-__all__ = ["DeferralModel", "NativeBackendError", "native_model"]
+__all__ = ["DeferralModel", "NativeModelError", "native_model"]
 
 _BACKEND = "tensorflow"
 
 
-class NativeBackendError(DeferralError, RuntimeError):
-    """A Keras model made by ``deferral.native`` was used after its model moved to another backend."""
+class NativeModelError(DeferralError, RuntimeError):
+    """A Keras model made by ``deferral.native`` no longer fits its model: the model moved to
+    another backend, or some parameters got new ``tf.Variable`` objects (a new dtype or device)."""
 
 
 def native_model(block: Block) -> DeferralModel:
@@ -60,7 +61,8 @@ class _Variables:
     """One Keras variable per deferral parameter, shared by every layer of a model (a shared
     parameter is one variable). Not a dict: Keras would track a dict's variables as the layer's."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Block) -> None:
+        self.root = root
         self.by_param: dict[int, keras.Variable] = {}
 
     def of(self, param: Parameter) -> keras.Variable:
@@ -116,31 +118,49 @@ class _Mirror:
             self._deferral_weights.append(variable)
 
     def _build_block(self, input_shape: Any) -> None:
-        _check_backend(self._deferral_block)
+        self._check()
         _native.build(self._deferral_block, *_shapes(input_shape))
         self._adopt()
 
+    def _check(self) -> None:
+        """Refuse to run once the model left what this Keras model holds: another backend, or
+        parameters whose ``tf.Variable`` was replaced (a new dtype, device or shape).
+
+        The cached native object is dropped first, so ``deferral.native(net)`` makes a new one.
+        """
+        block, variables = self._deferral_block, self._deferral_variables
+        params = block.collect_params()
+        bound = sorted({p.backend for p in params.values() if p.backend} - {_BACKEND})
+        replaced = [path for path, p in params.items() if id(p) in variables.by_param
+                    and (not p.initialized or variables.by_param[id(p)].value is not p.data())]
+        if not bound and not replaced:
+            return
+        object.__setattr__(variables.root, "_native", None)
+        if bound:
+            raise NativeModelError(
+                f"{block.describe()}: this keras.Model was made by deferral.native() for backend "
+                f"{_BACKEND!r}, but the model is now bound to {', '.join(map(repr, bound))}. A "
+                f"Keras model computes with the {_BACKEND!r} backend only: initialize the model "
+                f"with initialize(backend={_BACKEND!r}, force_reinit=True) again, or call "
+                "deferral.native(net) again for the other backend's native object."
+            )
+        raise NativeModelError(
+            f"{block.describe()}: parameter(s) {', '.join(replaced[:4])}"
+            f"{', ...' if len(replaced) > 4 else ''} got a new tf.Variable (their dtype, device "
+            "or shape changed), which this keras.Model does not hold. Call deferral.native(net) "
+            "again for a keras.Model over the new variables (re-initializing or loading with "
+            "the same dtype, device and shape writes into the existing variables instead)."
+        )
+
     def _run(self, inputs: Any, training: bool | None) -> Any:
         block = self._deferral_block
-        if block._state is None:  # a first call, or the parameters changed: check the binding
-            _check_backend(block)
+        if block._state is None:  # a first call, or the parameters changed
+            self._check()
         args = _arguments(inputs)
         if training is None or bool(training) == block.training:
             return block(*args)
         with training_mode(bool(training)):
             return block(*args)
-
-
-def _check_backend(block: Block) -> None:
-    bound = sorted({p.backend for p in block.collect_params().values() if p.backend} - {_BACKEND})
-    if bound:
-        raise NativeBackendError(
-            f"{block.describe()}: this keras.Model was made by deferral.native() for backend "
-            f"{_BACKEND!r}, but the model is now bound to {', '.join(map(repr, bound))}. A Keras "
-            f"model computes with the {_BACKEND!r} backend only: initialize the model with "
-            f"initialize(backend={_BACKEND!r}, force_reinit=True) again, or use "
-            "deferral.native() of a model bound to the other backend."
-        )
 
 
 class DeferralModel(_Mirror, keras.Model):
@@ -155,7 +175,7 @@ class DeferralModel(_Mirror, keras.Model):
         params = block.collect_params().values()
         dtypes = {p.dtype for p in params if p.dtype is not None}
         super().__init__(dtype=dtypes.pop() if len(dtypes) == 1 else None)
-        self._mirror(block, _Variables())
+        self._mirror(block, _Variables(block))
         self._adopt()
 
     def build(self, input_shape: Any) -> None:
