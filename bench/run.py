@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from bench import _imports, _machine, _memory, _models, _report  # noqa: E402
+from bench import _imports, _keras_rows, _machine, _memory, _models, _report  # noqa: E402
 from bench._timing import measure  # noqa: E402
 
 __all__ = ["SCALES", "main", "run"]
@@ -252,8 +252,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         _say(_report.render_text([_report.memory_table(results)]))
     if "forward" in sections:
         results["forward"] = run_forward(backends, specs, cfg, repeats)
+        if "tensorflow" in backends:
+            results["keras_native"] = _keras_rows.run(specs, cfg, repeats, _say)
         done("forward")
         _say(_report.render_text(_report.forward_table(results)))
+        if "keras_native" in results:
+            _say(_report.render_text([_keras_rows.table(results["keras_native"])]))
     if "cuda" in sections:
         if "torch" in names:
             from bench import cuda
