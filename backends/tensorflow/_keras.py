@@ -52,6 +52,12 @@ def _shapes(input_shape: Any) -> list[tuple[int | None, ...]]:
     return [tuple(input_shape)]
 
 
+def _dtype(block: Block) -> str | None:
+    """The Keras dtype policy of a block: its parameters' dtype (NumPy inputs are cast to it)."""
+    dtypes = {p.dtype for p in block.collect_params().values() if p.dtype is not None}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
 def _arguments(inputs: Any) -> tuple[Any, ...]:
     """A list or tuple of inputs is passed as several positional arguments of ``forward``."""
     return tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
@@ -81,13 +87,16 @@ class _Mirror:
 
     _deferral_block: Block
     _deferral_variables: _Variables
+    _deferral_children: list[_BlockLayer]
+    _deferral_weights: list[keras.Variable]
+    built: bool  # Keras' flag (set by the Keras class this is mixed into)
 
     def _mirror(self, block: Block, variables: _Variables) -> None:
         self._deferral_block = block
         self._deferral_variables = variables
         # The block's own variables as an attribute (a Keras-tracked list): Keras counts and
         # trains them, and TensorFlow's object graph (checkpoints, SavedModel) finds them.
-        self._deferral_weights: list[keras.Variable] = []
+        self._deferral_weights = []
         self._deferral_children = [_layer(child, name, variables) for name, child in block.children()]
 
     @property
@@ -104,7 +113,7 @@ class _Mirror:
         """Track every materialized parameter of the tree; the tree is built once all are."""
         complete = True
         for mirror in self._mirrors():
-            for param in mirror._deferral_block._params.values():
+            for param in mirror._deferral_block._params.values():  # the block's own, not its children's
                 if param.initialized:
                     mirror._track(self._deferral_variables.of(param))
                 else:
@@ -172,9 +181,7 @@ class DeferralModel(_Mirror, keras.Model):
     """
 
     def __init__(self, block: Block) -> None:
-        params = block.collect_params().values()
-        dtypes = {p.dtype for p in params if p.dtype is not None}
-        super().__init__(dtype=dtypes.pop() if len(dtypes) == 1 else None)
+        super().__init__(dtype=_dtype(block))
         self._mirror(block, _Variables(block))
         self._adopt()
 
@@ -191,9 +198,7 @@ class _BlockLayer(_Mirror, keras.layers.Layer):
     """The Keras layer of one child block (holding its parameters); calling it runs that block."""
 
     def __init__(self, block: Block, name: str, variables: _Variables) -> None:
-        params = block.collect_params().values()
-        dtypes = {p.dtype for p in params if p.dtype is not None}
-        super().__init__(name=name, dtype=dtypes.pop() if len(dtypes) == 1 else None)
+        super().__init__(name=name, dtype=_dtype(block))
         self._mirror(block, variables)
 
     def build(self, input_shape: Any) -> None:
