@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from bench import _gpt2, _imports, _machine, _memory, _models, _rates, _report  # noqa: E402
+from bench import _gpt2, _imports, _keras_rows, _machine, _memory, _models, _rates, _report  # noqa: E402
 from bench._timing import measure  # noqa: E402
 
 __all__ = ["SCALES", "main", "run"]
@@ -262,8 +262,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         _say(_report.render_text([_report.memory_table(results)]))
     if "forward" in sections:
         results["forward"] = run_forward(backends, specs, cfg, repeats)
+        if "tensorflow" in backends:
+            results["keras_native"] = _keras_rows.run(specs, cfg, repeats, _say)
         done("forward")
         _say(_report.render_text(_report.forward_table(results)))
+        if "keras_native" in results:
+            _say(_report.render_text([_keras_rows.table(results["keras_native"])]))
     if "gpt2" in sections:
         if "torch" in names and cfg["gpt2"]:
             _say("  GPT-2-small on torch ...")

@@ -11,7 +11,11 @@ Every change of a parameter's state goes through this module:
   call has returned;
 - the transitions (:func:`record`, :func:`complete`, :func:`materialize`, :func:`swap`)
   change a parameter and drop the cached call state of every block that depends on it, so a
-  model's fast path is invalidated only by changes to its own parameters.
+  model's fast path is invalidated only by changes to its own parameters;
+- on a backend whose ``BackendInfo.keeps_storage`` is set, a swap that leaves a materialized
+  parameter's shape, dtype and device as they were writes the new values into the existing
+  storage when the transaction commits (the ``assign`` op), so framework objects holding it (a
+  native model, an optimizer, a traced function) keep seeing the parameter.
 
 Layers never call these functions: they complete shapes with :meth:`Parameter.complete` in
 their ``build`` step; the core does the rest.
@@ -19,7 +23,7 @@ their ``build`` step; the core does the rest.
 
 from __future__ import annotations
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # the C functions under signal.signal
 import contextlib
 import contextvars
 import signal
@@ -50,6 +54,12 @@ SHAPE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("deferral_shap
 _Snapshot = tuple[Any, ...]
 _journal: contextvars.ContextVar[dict[int, tuple[Parameter, _Snapshot]] | None] = (
     contextvars.ContextVar("deferral_journal", default=None)
+)
+# Per transaction: the storage to keep of each swapped parameter (with the intent and shape it
+# had), written with the new values when the transaction commits.
+_Kept = tuple["Parameter", Any, "Intent", Shape]
+_writes: contextvars.ContextVar[dict[int, _Kept] | None] = (
+    contextvars.ContextVar("deferral_writes", default=None)
 )
 _deferring = threading.local()
 
@@ -152,7 +162,8 @@ def transaction() -> Iterator[None]:
         yield
         return
     journal: dict[int, tuple[Parameter, _Snapshot]] = {}
-    token = _journal.set(journal)
+    writes: dict[int, _Kept] = {}
+    token, writes_token = _journal.set(journal), _writes.set(writes)
     try:
         with LOCK:
             try:
@@ -160,8 +171,10 @@ def transaction() -> Iterator[None]:
             except BaseException:
                 _rollback(journal)
                 raise
+            _commit(writes)
     finally:
         _journal.reset(token)
+        _writes.reset(writes_token)
 
 
 def _rollback(journal: dict[int, tuple[Parameter, _Snapshot]]) -> None:
@@ -260,15 +273,49 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
 
     The cached call states are dropped first, so a forward pass that started before the swap
     and ends after it is run again on the new values: concurrent callers see all old or all
-    new parameters, never a mix and never a parameter without values.
+    new parameters, never a mix and never a parameter without values. Storage the backend
+    keeps (``BackendInfo.keeps_storage``) gets the new values when the transaction commits.
     """
     for param, _, _, _ in changes:
         journal(param)
         _invalidate(param)
     # No call state can be made again meanwhile: first calls need LOCK, which the caller holds.
+    writes = _writes.get()
     with signals_deferred():
         for param, intent, shape, data in changes:
+            if writes is not None and param._data is not None and data is not None:
+                _keep(param, writes)
             param._intent, param._shape, param._data, param._path = intent, shape, data, intent.path
+
+
+def _keep(param: Parameter, writes: dict[int, _Kept]) -> None:
+    """Remember ``param``'s storage (its first in the transaction) if its backend keeps storage."""
+    from . import registry
+
+    intent = param._intent
+    if id(param) not in writes and intent is not None and registry.load_backend(intent.backend).info.keeps_storage:
+        writes[id(param)] = (param, param._data, intent, param._shape)
+
+
+def _commit(writes: dict[int, _Kept]) -> None:
+    """Write each swapped parameter's new values into the storage it had, where they still fit.
+
+    Runs after the transaction's body succeeded, still under the lock, so a rollback never
+    needs to undo a write. A parameter whose shape, dtype, device or backend changed keeps its
+    new storage.
+    """
+    from . import registry
+
+    with signals_deferred():
+        for param, storage, old, shape in writes.values():
+            new, intent = param._data, param._intent
+            if new is None or new is storage or intent is None or param._shape != shape or (
+                (intent.backend, intent.dtype, intent.device) != (old.backend, old.dtype, old.device)
+            ):
+                continue
+            registry.load_backend(intent.backend).ops.assign(storage, new)
+            param._data = storage
+            _invalidate(param)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:

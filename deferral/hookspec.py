@@ -84,6 +84,11 @@ class BackendInfo:
         default_device: the device used when ``initialize()`` gives none.
         supports_cuda: whether it can place parameters on CUDA devices (tests skip on this
             capability, not on backend names).
+        keeps_storage: whether re-initializing, ``set_data`` or loading a materialized
+            parameter without changing its shape, dtype or device writes the new values into
+            its existing storage (the backend's ``assign`` op, when the change commits) instead
+            of replacing the array object, so framework objects holding it (a native model, an
+            optimizer, a traced function) keep seeing the parameter.
     """
 
     name: str
@@ -92,6 +97,7 @@ class BackendInfo:
     dtypes: tuple[str, ...] = ("float32", "float64")
     default_device: str = "cpu"
     supports_cuda: bool = False
+    keeps_storage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "deferral_canonical_device",
     "deferral_is_native",
     "deferral_materialize",
+    "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
@@ -53,6 +54,7 @@ _INFO = BackendInfo(
     dtypes=("float16", "bfloat16", "float32", "float64"),
     default_device="/CPU:0",
     supports_cuda=True,
+    keeps_storage=True,
 )
 
 _DEVICE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
@@ -68,6 +70,14 @@ def deferral_ops() -> Any:
     from . import _ops
 
     return _ops
+
+
+@deferral.hookimpl
+def deferral_native(block: Any) -> Any:
+    """A ``keras.Model`` sharing the model's ``tf.Variable`` objects (see ``deferral_tensorflow._keras``)."""
+    from ._keras import native_model
+
+    return native_model(block)
 
 
 @deferral.hookimpl

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -42,6 +44,34 @@ def _input_shapes(values: Any) -> Any:
         return tuple(_ops.shape(values))
     except Exception:  # not an array of any loaded backend: build sees the value itself
         return values
+
+
+# The mode a native object's call asks for (Keras' ``training`` argument), per thread and task.
+# Blocks consult it only while some call has one active (``_overriding`` > 0, read without a
+# context lookup), so ``block.training`` stays a plain read that torch.compile traces through.
+_mode: contextvars.ContextVar[bool | None] = contextvars.ContextVar("deferral_mode", default=None)
+_overriding = 0
+_overriding_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def training_mode(training: bool) -> Iterator[None]:
+    """Run every block called inside in training (``True``) or inference mode, in this thread only.
+
+    For native objects whose framework passes the mode with each call (Keras' ``training``
+    argument): the blocks' own modes (``train()``/``eval()``) are left as they are, and calls
+    in other threads keep seeing them.
+    """
+    global _overriding
+    with _overriding_lock:
+        _overriding += 1
+    token = _mode.set(bool(training))
+    try:
+        yield
+    finally:
+        _mode.reset(token)
+        with _overriding_lock:
+            _overriding -= 1
 
 
 class _NotNative(TypeError):
@@ -88,9 +118,7 @@ class Block:
         ['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias']
     """
 
-    #: Whether the block computes in training mode (Dropout drops, BatchNorm uses and updates
-    #: batch statistics). Set it with :meth:`train` and :meth:`eval`.
-    training: bool
+    _training: bool
     _children: dict[str, Block]
     _params: dict[str, Parameter]
     _path: str
@@ -106,7 +134,18 @@ class Block:
         object.__setattr__(self, "_state", None)
         object.__setattr__(self, "_backend_choice", None)
         object.__setattr__(self, "_native", None)
-        object.__setattr__(self, "training", False)
+        object.__setattr__(self, "_training", False)
+
+    @property
+    def training(self) -> bool:
+        """Whether the block computes in training mode (Dropout drops, BatchNorm uses and updates
+        batch statistics). Set it with :meth:`train` and :meth:`eval`; a native object's call
+        may ask for another mode for its duration (see :func:`training_mode`)."""
+        if _overriding:
+            mode = _mode.get()
+            if mode is not None:
+                return mode
+        return self._training
 
     # -- modes -------------------------------------------------------------------------
     def train(self: _B, mode: bool = True) -> _B:
@@ -117,7 +156,7 @@ class Block:
         back. Read the mode from ``block.training``.
         """
         for _, block in self._walk():
-            object.__setattr__(block, "training", bool(mode))
+            object.__setattr__(block, "_training", bool(mode))
         return self
 
     def eval(self: _B) -> _B:
