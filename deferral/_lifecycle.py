@@ -11,7 +11,9 @@ Every change of a parameter's state goes through this module:
   call has returned;
 - the transitions (:func:`record`, :func:`complete`, :func:`materialize`, :func:`swap`)
   change a parameter and drop the cached call state of every block that depends on it, so a
-  model's fast path is invalidated only by changes to its own parameters.
+  model's fast path is invalidated only by changes to its own parameters; :func:`rebind`
+  replaces the storage object alone. Each also tells the native containers showing the
+  parameter (``deferral.native``; see :meth:`~deferral.Parameter.watch`).
 
 Layers never call these functions: they complete shapes with :meth:`Parameter.complete` in
 their ``build`` step; the core does the rest.
@@ -29,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .parameter import Intent, Parameter
 
-__all__ = ["LOCK", "SHAPE_ONLY", "complete", "materialize", "record", "signals_deferred", "swap",
-           "transaction"]
+__all__ = ["LOCK", "SHAPE_ONLY", "complete", "materialize", "rebind", "record", "signals_deferred",
+           "swap", "transaction"]
 
 Shape = tuple[int, ...]
 
@@ -154,9 +156,12 @@ def journal(param: Parameter) -> None:
 
 
 def _invalidate(param: Parameter) -> None:
-    """Drop the cached call state of every block whose fast path relies on ``param``."""
+    """Drop the cached call state of every block whose fast path relies on ``param``, and tell
+    the native containers showing it (:meth:`~deferral.Parameter.watch`)."""
     for block in list(param._owners):
         block._drop_call_state()
+    for view in list(param._views):
+        view.parameter_changed(param)
 
 
 # -- transitions -----------------------------------------------------------------------------
@@ -223,6 +228,18 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
         for param, intent, shape, data in changes:
             param._intent, param._shape, param._data, param._path = intent, shape, data, intent.path
             _invalidate(param)
+
+
+def rebind(param: Parameter, data: Any) -> None:
+    """Give ``param`` another storage object of the same shape, dtype and device.
+
+    Not a state change: cached call states stay valid (they hold no values); the native
+    containers showing ``param`` are told.
+    """
+    journal(param)
+    param._data = data
+    for view in list(param._views):
+        view.parameter_changed(param)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:
