@@ -31,7 +31,7 @@ import torch
 from torch.nn.modules.module import _IncompatibleKeys
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
-from deferral import Parameter, _lifecycle
+from deferral import Parameter, _lifecycle, ops
 from deferral.errors import DeferralError
 from deferral.nn import Block, Sequential
 
@@ -296,6 +296,17 @@ def _first_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return block(*args, **kwargs)
 
 
+def _meet_tensor_types() -> None:
+    """Let the op dispatch meet ``torch.Tensor`` and ``torch.nn.Parameter`` now.
+
+    The dispatch caches each array type the first time an op meets it, and a compiled module
+    guards on that cache: were a ``Parameter`` first met later (BatchNorm's training step
+    updates its running statistics), every compiled graph would be recompiled once.
+    """
+    ops.shape(torch.empty(0))
+    ops.shape(torch.nn.Parameter(torch.empty(0), requires_grad=False))
+
+
 def native_module(block: Block) -> DeferralModule:
     """The module tree for ``block`` (a block met twice in the tree gets one module)."""
     made: dict[int, DeferralModule] = {}
@@ -307,6 +318,7 @@ def native_module(block: Block) -> DeferralModule:
             made[id(b)] = kind(b, children)
         return made[id(b)]
 
+    _meet_tensor_types()
     root = build(block)
     for module in made.values():  # deferral.native(net[0]) is deferral.native(net)[0]
         if module.block is not block and module.block._native is None:
