@@ -220,9 +220,9 @@ def test_load_state_dict_completes_a_deferred_module_without_a_forward() -> None
 
 
 def test_load_state_dict_keeps_the_tensors_of_a_materialized_module() -> None:
-    src, ms = native(seed=3)
+    _src, ms = native(seed=3)
     ms(X)
-    net, m = native()
+    _net, m = native()
     m(X)
     weight = m[0].weight
     m.load_state_dict(ms.state_dict())
@@ -230,7 +230,7 @@ def test_load_state_dict_keeps_the_tensors_of_a_materialized_module() -> None:
 
 
 def test_load_state_dict_strict_false_reports_keys_as_torch_does() -> None:
-    src, ms = native(seed=3)
+    _src, ms = native(seed=3)
     ms(X)
     part = {k: v for k, v in ms.state_dict().items() if k.startswith("0.")}
     part["extra"] = torch.zeros(1)
@@ -252,7 +252,7 @@ def _states(net: nn.Block) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def test_load_state_dict_is_all_or_nothing() -> None:
-    src, ms = native(seed=3)
+    _src, ms = native(seed=3)
     ms(X)
     good = ms.state_dict()
     net, m = native()
@@ -263,7 +263,7 @@ def test_load_state_dict_is_all_or_nothing() -> None:
     bad = dict(good, **{"2.weight": torch.zeros(4, 8)})
     with pytest.raises(StateDictError, match=r"size mismatch for 2.weight: .*\(4, 8\).*\(3, -1\)"):
         m.load_state_dict(bad)
-    with pytest.raises(StateDictError, match='"0.bias" is not a tensor'):
+    with pytest.raises(StateDictError, match=r'"0.bias" is not a tensor'):
         m.load_state_dict(dict(good, **{"0.bias": [0.0] * 8}))
     assert _states(net) == before and m.has_uninitialized_params()
     # a materialized module keeps its values when a later key is wrong
@@ -275,7 +275,7 @@ def test_load_state_dict_is_all_or_nothing() -> None:
 
 
 def test_load_state_dict_assign_hands_the_tensors_to_deferral() -> None:
-    src, ms = native(seed=3)
+    _src, ms = native(seed=3)
     ms(X)
     state = {k: v.clone() for k, v in ms.state_dict().items()}
     net, m = native()
@@ -343,7 +343,7 @@ def test_a_model_moved_to_another_backend_is_refused_naming_both() -> None:
 
 
 def test_another_backends_array_as_input_names_both_backends() -> None:
-    net, m = native()
+    _net, m = native()
     m(X)
     deferral.load_backend("numpy")
 
@@ -357,9 +357,9 @@ def test_another_backends_array_as_input_names_both_backends() -> None:
 def test_another_frameworks_tensor_names_both_backends() -> None:
     tf = pytest.importorskip("tensorflow")
     deferral.load_backend("tensorflow")
-    net, m = native()
+    _net, m = native()
     m(X)
-    with pytest.raises(TypeError, match="a 'tensorflow' backend array .* bound to 'torch'"):
+    with pytest.raises(TypeError, match=r"a 'tensorflow' backend array .* bound to 'torch'"):
         m(tf.ones((4, 5)))
 
 
@@ -402,7 +402,7 @@ def test_compiled_mlp_gives_eager_outputs_and_never_recompiles() -> None:
 
 def test_compiling_before_the_first_call_materializes_eagerly() -> None:
     torch._dynamo.reset()
-    net, m = native(chapter_mlp)
+    _net, m = native(chapter_mlp)
     compiled = torch.compile(m, backend="eager")
     y = compiled(torch.ones(2, 20))
     ref = chapter_mlp()
