@@ -61,10 +61,11 @@ def _placeholder(param: Parameter) -> torch.Tensor:
     found = _placeholders.get(param)
     if found is not None and is_lazy(found) and found.dtype == dtype and found.device == device:
         return found
+    # (torch's stubs omit the device and dtype its __new__ takes)
     if param.trainable:
-        made: torch.Tensor = UninitializedParameter(requires_grad=True, device=device, dtype=dtype)
+        made: torch.Tensor = UninitializedParameter(True, device=device, dtype=dtype)  # type: ignore[call-arg]
     else:
-        made = UninitializedBuffer(requires_grad=False, device=device, dtype=dtype)
+        made = UninitializedBuffer(False, device=device, dtype=dtype)  # type: ignore[call-arg]
     _placeholders[param] = made
     return made
 
@@ -94,7 +95,7 @@ def _device_name(device: torch.device) -> str:
     return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
 
 
-class _Slots(dict):  # type: ignore[type-arg]
+class _Slots(dict[str, Any]):
     """A module's ``_parameters`` or ``_buffers``: a plain dict whose writes also reach deferral.
 
     torch replaces registered tensors by item assignment (``module.weight = ...``,
@@ -190,7 +191,7 @@ class DeferralModule(torch.nn.Module):
         return self
 
     # -- mode ----------------------------------------------------------------------------
-    @property  # type: ignore[override]
+    @property
     def training(self) -> bool:
         """The block's own mode (``block.training``); torch's ``train()``/``eval()`` set it."""
         return self._deferral_block.training
