@@ -375,6 +375,10 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         v, m = verdict(ratio, target)
         out.append((f"forward {row['model']['label']} batch {row['batch']} [{row['backend']}]", v,
                     f"{ratio:.3f} vs <= {target} ({m})"))
+    if results.get("native"):
+        from bench import _native_rows
+
+        out.extend(_native_rows.verdicts(results))
     return out
 
 
@@ -399,6 +403,10 @@ def tables(results: dict[str, Any]) -> list[Table]:
         out.append(memory_table(results))
     if results.get("forward"):
         out.extend(forward_table(results))
+    if results.get("native"):
+        from bench import _native_rows
+
+        out.append(_native_rows.table(results))
     if "import" in results:
         out.append(import_table(results["import"]))
     if "gpt2" in results:

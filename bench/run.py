@@ -9,9 +9,10 @@ limits, memory write bandwidth and the Philox floor, and against torch's ``nn.in
 ``materialize`` (the chapter MLP (a) and an 8x4096 MLP (b) against each
 framework's own default initialization), ``sweep`` (square MLPs from ~1e5 to ~1e8
 parameters, for the plot), ``memory`` (peak memory while materializing, a fresh process per
-case), ``forward`` (a forward pass against the equivalent native model, batch 1 and 256) and
-``gpt2`` (GPT-2-small on torch against torch.nn) and ``cuda`` (GB/s on a GPU; skipped
-without one). Variants of a case alternate in one process
+case), ``forward`` (a forward pass against the equivalent native model, batch 1 and 256),
+``native`` (``deferral.native(net)`` as a torch.nn.Module, eager and compiled, against torch.nn;
+``--sections native --backends torch`` runs it alone), ``gpt2`` (GPT-2-small on torch against
+torch.nn) and ``cuda`` (GB/s on a GPU; skipped without one). Variants of a case alternate in one process
 (A B A B ...) after one warm-up each; medians are reported with the issue's targets.
 
 Results go to ``bench/results/latest.json``; ``--from-json`` re-renders the tables, the docs
@@ -43,7 +44,7 @@ from bench._timing import measure  # noqa: E402
 
 __all__ = ["SCALES", "main", "run"]
 
-SECTIONS = ("import", "rates", "materialize", "sweep", "memory", "forward", "gpt2", "cuda")
+SECTIONS = ("import", "rates", "materialize", "sweep", "memory", "forward", "native", "gpt2", "cuda")
 TEMPLATE = Path(__file__).resolve().parent / "performance_template.md"
 
 #: What each scale measures. ``full`` is the reference run (a few minutes on 2 cores),
@@ -277,6 +278,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                                else f"not measured at scale {args.scale}"}
         done("gpt2")
         _say(_report.render_text([_report.gpt2_table(results["gpt2"])]))
+    if "native" in sections and "torch" in names:
+        from bench import _native_rows
+
+        results["native"] = _native_rows.run(specs, cfg, repeats, _say)
+        done("native")
+        _say(_report.render_text([_native_rows.table(results)]))
     if "cuda" in sections:
         if "torch" in names:
             from bench import cuda

@@ -11,7 +11,9 @@ Every change of a parameter's state goes through this module:
   call has returned;
 - the transitions (:func:`record`, :func:`complete`, :func:`materialize`, :func:`swap`)
   change a parameter and drop the cached call state of every block that depends on it, so a
-  model's fast path is invalidated only by changes to its own parameters;
+  model's fast path is invalidated only by changes to its own parameters; :func:`rebind`
+  replaces the storage object alone. Each also tells the native containers showing the
+  parameter (``deferral.native``; see :meth:`~deferral.Parameter.watch`);
 - on a backend whose ``BackendInfo.keeps_storage`` is set, a swap that leaves a materialized
   parameter's shape, dtype and device as they were writes the new values into the existing
   storage when the transaction commits (the ``assign`` op), so framework objects holding it (a
@@ -39,7 +41,7 @@ from .random import derive_key
 if TYPE_CHECKING:
     from .parameter import Intent, Parameter
 
-__all__ = ["LOCK", "SHAPE_ONLY", "complete", "deferred_in_windows", "materialize", "record",
+__all__ = ["LOCK", "SHAPE_ONLY", "complete", "deferred_in_windows", "materialize", "rebind", "record",
            "signals_deferred", "swap", "transaction"]
 
 Shape = tuple[int, ...]
@@ -211,10 +213,14 @@ def journal(param: Parameter) -> None:
 
 
 def _invalidate(param: Parameter) -> None:
-    """Drop the cached call state of every block whose fast path relies on ``param``."""
+    """Drop the cached call state of every block whose fast path relies on ``param``, and tell
+    the native containers showing it (:meth:`~deferral.Parameter.watch`)."""
     if param._owners:
         for block in list(param._owners):
             block._drop_call_state()
+    if param._views:
+        for view in list(param._views):
+            view.parameter_changed(param)
 
 
 # -- transitions -----------------------------------------------------------------------------
@@ -316,6 +322,18 @@ def _commit(writes: dict[int, _Kept]) -> None:
             registry.load_backend(intent.backend).ops.assign(storage, new)
             param._data = storage
             _invalidate(param)
+
+
+def rebind(param: Parameter, data: Any) -> None:
+    """Give ``param`` another storage object of the same shape, dtype and device.
+
+    Not a state change: cached call states stay valid (they hold no values); the native
+    containers showing ``param`` are told.
+    """
+    journal(param)
+    param._data = data
+    for view in list(param._views):
+        view.parameter_changed(param)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:

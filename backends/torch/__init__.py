@@ -32,6 +32,7 @@ __all__ = [
     "deferral_canonical_device",
     "deferral_is_native",
     "deferral_materialize",
+    "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
@@ -71,6 +72,14 @@ _ACCEPTED = "'cpu', 'cuda' (the current CUDA device) or 'cuda:N' (also as a torc
 def deferral_backend_info() -> BackendInfo:
     """Describe the backend (imports nothing)."""
     return _INFO
+
+
+@deferral.hookimpl
+def deferral_native(block: Any) -> torch.nn.Module:
+    """The model as a ``torch.nn.Module`` tree sharing its tensors (see ``deferral_torch._module``)."""
+    from ._module import native_module
+
+    return native_module(block)
 
 
 @deferral.hookimpl

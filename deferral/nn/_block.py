@@ -594,16 +594,22 @@ def _input_converter(block: Block, backend: Any, dtype: str | None, device: str 
             native = None if arg is None else to_native(arg, dtype, device)
             if native is None:
                 if i == 0:
-                    raise _NotNative(
-                        f"{name}: expected an array as input (a NumPy array or a "
-                        f"{backend.name!r} backend array). Received: {type(arg).__name__}. "
-                        "Convert it first, e.g. numpy.asarray(x, dtype='float32')."
-                    )
+                    raise _NotNative(_not_native(name, backend.name, arg))
                 native = arg
             out.append(native)
         return tuple(out)
 
     return convert
+
+
+def _not_native(name: str, bound: str, arg: Any) -> str:
+    """Why ``arg`` cannot be the input of a model bound to ``bound`` (naming its own backend)."""
+    other = next((b.name for b in list(registry._backends.values()) if b.name != bound and b.is_native(arg)), None)
+    received = type(arg).__name__
+    if other is not None:
+        received = f"a {other!r} backend array ({received}), but the model is bound to {bound!r}"
+    return (f"{name}: expected an array as input (a NumPy array or a {bound!r} backend array). "
+            f"Received: {received}. Convert it first, e.g. numpy.asarray(x, dtype='float32').")
 
 
 class Sequential(Block):
