@@ -215,9 +215,17 @@ def journal(param: Parameter) -> None:
 def _invalidate(param: Parameter) -> None:
     """Drop the cached call state of every block whose fast path relies on ``param``, and tell
     the native containers showing it (:meth:`~deferral.Parameter.watch`)."""
+    _drop_states(param)
+    _notify(param)
+
+
+def _drop_states(param: Parameter) -> None:
     if param._owners:
         for block in list(param._owners):
             block._drop_call_state()
+
+
+def _notify(param: Parameter) -> None:
     if param._views:
         for view in list(param._views):
             view.parameter_changed(param)
@@ -284,7 +292,7 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
     """
     for param, _, _, _ in changes:
         journal(param)
-        _invalidate(param)
+        _drop_states(param)
     # No call state can be made again meanwhile: first calls need LOCK, which the caller holds.
     writes = _writes.get()
     with signals_deferred():
@@ -292,6 +300,7 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
             if writes is not None and param._data is not None and data is not None:
                 _keep(param, writes)
             param._intent, param._shape, param._data, param._path = intent, shape, data, intent.path
+            _notify(param)
 
 
 def _keep(param: Parameter, writes: dict[int, _Kept]) -> None:

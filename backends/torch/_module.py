@@ -201,7 +201,7 @@ class DeferralModule(torch.nn.Module):
         block = self.__dict__.get("_deferral_block")
         if block is not None:  # torch.nn.Module.__init__ sets it before the block is known
             # torch sets the flag module by module (its train() walks the children itself).
-            object.__setattr__(block, "training", bool(mode))
+            object.__setattr__(block, "_training", bool(mode))
 
     # -- calling -------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
