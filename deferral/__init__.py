@@ -14,6 +14,7 @@ from . import nn as nn
 from . import ops as ops
 from ._fill import get_num_threads as get_num_threads
 from ._fill import set_num_threads as set_num_threads
+from ._functional import functional as functional
 from ._native import native as native
 from ._progress import get_progress as get_progress
 from ._progress import set_progress as set_progress
@@ -53,6 +54,7 @@ __all__ = [
     "TensorSpec",
     "__version__",
     "available_backends",
+    "functional",
     "get_backend",
     "get_num_threads",
     "get_progress",

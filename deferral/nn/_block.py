@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any, overload
 
-from .. import _lifecycle, _progress, registry
+from .. import _functional, _lifecycle, _progress, registry
 from .. import ops as _ops
 from .._lifecycle import SHAPE_ONLY, transaction
 from .._shapes import TensorSpec
@@ -86,9 +86,7 @@ class Block:
         ['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias']
     """
 
-    #: Whether the block computes in training mode (Dropout drops, BatchNorm uses and updates
-    #: batch statistics). Set it with :meth:`train` and :meth:`eval`.
-    training: bool
+    _training: bool
     _children: dict[str, Block]
     _params: dict[str, Parameter]
     _path: str
@@ -104,9 +102,20 @@ class Block:
         object.__setattr__(self, "_state", None)
         object.__setattr__(self, "_backend_choice", None)
         object.__setattr__(self, "_native", None)
-        object.__setattr__(self, "training", False)
+        object.__setattr__(self, "_training", False)
 
     # -- modes -------------------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        """Whether the block computes in training mode (Dropout drops, BatchNorm uses and updates
+        batch statistics). Set it with :meth:`train` and :meth:`eval`; inside a call of
+        ``deferral.functional``'s ``apply``, that call's ``training`` argument."""
+        if _functional.active:
+            mode = _functional.training_mode()
+            if mode is not None:
+                return mode
+        return self._training
+
     def train(self, mode: bool = True) -> Block:
         """Put this block and its descendants in training mode (``False``: inference). Returns self.
 
@@ -115,7 +124,7 @@ class Block:
         back. Read the mode from ``block.training``.
         """
         for _, block in self._walk():
-            object.__setattr__(block, "training", bool(mode))
+            object.__setattr__(block, "_training", bool(mode))
         return self
 
     def eval(self) -> Block:
@@ -521,6 +530,8 @@ class Block:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "training" in state:  # pickled before the mode became a property
+            state["_training"] = state.pop("training")
         self.__dict__.update(state)
 
     def _extra_repr(self) -> str:
