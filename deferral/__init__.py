@@ -26,6 +26,7 @@ from .errors import BackendNotFoundError as BackendNotFoundError
 from .errors import CheckpointError as CheckpointError
 from .errors import DeferralError as DeferralError
 from .errors import DeferredInitializationError as DeferredInitializationError
+from .errors import FunctionalUseError as FunctionalUseError
 from .errors import InitializerError as InitializerError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
@@ -46,6 +47,7 @@ __all__ = [
     "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
+    "FunctionalUseError",
     "InitializerError",
     "Parameter",
     "ParameterDict",

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from .errors import DeferralError, DeferredInitializationError, ShapeMismatchError
+from .errors import DeferredInitializationError, FunctionalUseError, ShapeMismatchError
 
 if TYPE_CHECKING:
     from .nn import Block
@@ -39,10 +39,6 @@ active = 0
 _count_lock = threading.Lock()
 #: What :func:`value_of` returns for a parameter the running call does not substitute.
 MISSING = object()
-
-
-class FunctionalUseError(DeferralError, ValueError):
-    """An ``apply`` call whose parameter values do not fit the model."""
 
 
 class _Scope:

@@ -13,7 +13,7 @@ bit for bit; ``bfloat16`` arrives as ``uint16`` bit patterns and is reinterprete
 alone from the value stream at its global offsets.
 
 float64 needs JAX's 64-bit mode (``jax.config.update("jax_enable_x64", True)``); without it
-asking for float64 raises a ``TypeError`` saying so. Devices are spelled ``"cpu:N"`` (the
+asking for float64 raises :class:`Float64DisabledError` (a ``TypeError``) saying so. Devices are spelled ``"cpu:N"`` (the
 default ``"cpu:0"``), ``"gpu:N"`` (``"cuda:N"`` too) or ``"tpu:N"``, as ``jax.devices()``
 lists them.
 
@@ -34,14 +34,17 @@ from deferral.hookspec import BackendInfo, MaterializeRequest
 from ._random import dropout_key as dropout_key
 from ._random import seed_dropout as seed_dropout
 from ._sharding import sharded as sharded
+from ._variable import Float64DisabledError as Float64DisabledError
+from ._variable import TracedStateError as TracedStateError
 from ._variable import Variable as Variable
 from ._variable import as_host, check_dtype
 
 if TYPE_CHECKING:
     import jax
 
-
 __all__ = [
+    "Float64DisabledError",
+    "TracedStateError",
     "Variable",
     "deferral_backend_info",
     "deferral_canonical_device",
@@ -142,7 +145,7 @@ def deferral_to_native(value: Any, dtype: str | None, device: str) -> Any:
     else gives ``None``.
 
     Raises:
-        TypeError: for a float64 array or ``dtype`` while JAX's 64-bit mode is off.
+        Float64DisabledError: for a float64 array or ``dtype`` while JAX's 64-bit mode is off.
     """
     import jax
     import numpy as np
@@ -178,7 +181,8 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
     floating arrays are rounded the core's way first.
 
     Raises:
-        TypeError: for an array that is not floating, or float64 while JAX's 64-bit mode is off.
+        TypeError: for an array that is not floating.
+        Float64DisabledError: for float64 while JAX's 64-bit mode is off.
     """
     import jax
     import numpy as np
@@ -202,7 +206,7 @@ def deferral_materialize(request: MaterializeRequest) -> Variable:
     """A :class:`Variable` with the recipe's values: sharded inside :func:`sharded`, else on the device.
 
     Raises:
-        TypeError: for float64 while JAX's 64-bit mode is off.
+        Float64DisabledError: for float64 while JAX's 64-bit mode is off.
     """
     import jax
 

@@ -18,7 +18,7 @@ from jax import lax
 from deferral import opkit, ops
 
 from ._random import next_key
-from ._variable import Variable, is_tracer
+from ._variable import TracedStateError, Variable, is_tracer
 
 __all__ = list(ops.NORM_OPS)  # every op of the family, nothing else
 
@@ -69,7 +69,7 @@ def dropout(x: Any, rate: float) -> jax.Array:
     """Inverted dropout: zero with probability ``rate``, scale the rest by ``1 / (1 - rate)``.
 
     Raises:
-        RuntimeError: inside a JAX transformation without ``deferral_jax.dropout_key``.
+        TracedStateError: inside a JAX transformation without ``deferral_jax.dropout_key``.
     """
     x = jnp.asarray(x)
     if rate == 0.0:
@@ -83,8 +83,9 @@ def assign(target: Any, value: Any) -> None:
 
     Raises:
         TypeError: if ``target`` is not a variable (JAX arrays are immutable: inside
-            ``deferral.functional`` the core records the update instead), or ``value`` is a
-            tracer (a stateful update inside ``jax.jit`` would leak it).
+            ``deferral.functional`` the core records the update instead).
+        TracedStateError: if ``value`` is a tracer (a stateful update inside ``jax.jit`` would
+            leak it).
         ValueError: if ``value`` does not broadcast to the target's shape.
     """
     if not isinstance(target, Variable):
@@ -94,7 +95,7 @@ def assign(target: Any, value: Any) -> None:
             "deferral.functional(net): its apply returns the updated state."
         )
     if is_tracer(value):
-        raise TypeError(
+        raise TracedStateError(
             "backend 'jax': a stateful parameter update (BatchNorm's running statistics in training "
             "mode) inside jax.jit/grad/vmap would store a tracer. Use "
             "apply, params = deferral.functional(net); apply(params, x, training=True) returns "

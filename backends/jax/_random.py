@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ._variable import is_tracer
+from ._variable import TracedStateError, is_tracer
 
 __all__ = ["dropout_key", "next_key", "seed_dropout"]
 
@@ -58,14 +58,14 @@ def next_key(x: Any) -> Any:
     """A fresh key for one dropout call on ``x``.
 
     Raises:
-        RuntimeError: if ``x`` is traced and no :func:`dropout_key` is active.
+        TracedStateError: if ``x`` is traced and no :func:`dropout_key` is active.
     """
     import jax
 
     holder = _scoped.get()
     if holder is None:
         if is_tracer(x):
-            raise RuntimeError(
+            raise TracedStateError(
                 "backend 'jax': dropout in training mode inside jax.jit/grad/vmap needs a key from "
                 "the traced function (the backend's own key would be frozen into the trace: the "
                 "same mask at every step). Pass a key in and wrap the call: "

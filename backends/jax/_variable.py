@@ -16,7 +16,18 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Variable", "as_host", "check_dtype", "is_tracer", "reads_variables", "value_of"]
+from deferral.errors import DeferralError
+
+__all__ = ["Float64DisabledError", "TracedStateError", "Variable", "as_host", "check_dtype", "is_tracer",
+           "reads_variables", "value_of"]
+
+
+class Float64DisabledError(DeferralError, TypeError):
+    """float64 was asked for while JAX's 64-bit mode is off."""
+
+
+class TracedStateError(DeferralError, RuntimeError):
+    """Backend state (a parameter's storage, dropout's key) met a value inside a JAX transformation."""
 
 
 class _Cell(Protocol):
@@ -124,14 +135,14 @@ def check_dtype(dtype: str | None, what: str) -> None:
     """Refuse float64 while JAX's 64-bit mode is off (JAX would silently compute in float32).
 
     Raises:
-        TypeError: naming ``what`` and the two ways to fix it.
+        Float64DisabledError: naming ``what`` and the two ways to fix it.
     """
     if dtype != "float64":
         return
     import jax
 
     if not jax.config.jax_enable_x64:
-        raise TypeError(
+        raise Float64DisabledError(
             f"backend 'jax': {what} asks for float64, but JAX's 64-bit mode is off (JAX's default: "
             "it would silently compute in float32). Enable it before creating any array: "
             "jax.config.update('jax_enable_x64', True) (or set JAX_ENABLE_X64=1), or use "
