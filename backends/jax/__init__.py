@@ -129,6 +129,16 @@ def _device(name: str, asked: str | None = None) -> jax.Device:
     return found[int(index)]
 
 
+def _place(host: Any, device: str) -> jax.Array:
+    """``host`` as a ``jax.Array`` on ``device``: uncommitted on JAX's default device (JAX then
+    moves it to wherever it is used with committed arrays, sharded ones included, as any array
+    made without a device), committed to any other device."""
+    import jax
+
+    target = _device(device)
+    return jax.device_put(host) if target == jax.devices()[0] else jax.device_put(host, target)
+
+
 @deferral.hookimpl
 def deferral_is_native(value: Any) -> bool:
     """True for a ``jax.Array`` (tracers included) or a :class:`Variable`; never imports JAX."""
@@ -159,7 +169,7 @@ def deferral_to_native(value: Any, dtype: str | None, device: str) -> Any:
     if dtype is not None and value.dtype.kind == "f" and value.dtype.name != dtype:
         value = as_host(round_to(value.astype(np.float64), dtype), dtype)
     check_dtype(value.dtype.name, "an input array")
-    return jax.device_put(value, _device(device))
+    return _place(value, device)
 
 
 @deferral.hookimpl
@@ -184,7 +194,6 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
         TypeError: for an array that is not floating.
         Float64DisabledError: for float64 while JAX's 64-bit mode is off.
     """
-    import jax
     import numpy as np
 
     check_dtype(dtype, "a parameter")
@@ -198,7 +207,7 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
                 f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
             )
         host = round_to(host.astype(np.float64), dtype)
-    return Variable(jax.device_put(as_host(host, dtype), _device(device)), trainable)
+    return Variable(_place(as_host(host, dtype), device), trainable)
 
 
 @deferral.hookimpl
@@ -208,15 +217,13 @@ def deferral_materialize(request: MaterializeRequest) -> Variable:
     Raises:
         Float64DisabledError: for float64 while JAX's 64-bit mode is off.
     """
-    import jax
-
     from ._sharding import make_sharded
 
     check_dtype(request.dtype, f"parameter {request.name!r}")
     array = make_sharded(request)
     if array is None:
         host = as_host(request.host_values().reshape(request.shape), request.dtype)
-        array = jax.device_put(host, _device(request.device))
+        array = _place(host, request.device)
     return Variable(array, request.trainable)
 
 

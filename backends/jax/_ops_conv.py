@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from deferral import opkit, ops
@@ -87,9 +88,10 @@ def conv_transpose(x: Any, weight: Any, bias: Any | None, strides: Sequence[int]
 def _window(kind: str, x: Any, window: Sequence[int], strides: Sequence[int], padding: Pads) -> jax.Array:
     x = jnp.asarray(x)
     _fits(f"{kind}_pool", x, window, padding, (1,) * len(window))
-    init = -jnp.inf if kind == "max" else 0
+    # A concrete NumPy init lets JAX see the monoid (max or add), which it can differentiate.
+    init = np.array(-np.inf if kind == "max" else 0, dtype=x.dtype)
     fn = lax.max if kind == "max" else lax.add
-    return lax.reduce_window(x, jnp.array(init, x.dtype), fn, (1, 1, *window), (1, 1, *strides),
+    return lax.reduce_window(x, init, fn, (1, 1, *window), (1, 1, *strides),
                              [(0, 0), (0, 0), *(tuple(p) for p in padding)])
 
 
