@@ -86,7 +86,7 @@ def test_missing_framework_gives_the_install_command(scratch: list[str]) -> None
         nn.Dense(3).initialize(backend="ghost")
     msg = str(info.value)
     assert "no_such_framework_xyz" in msg and 'pip install "deferral-ghost"' in msg
-    assert "Installed backends: numpy" in msg
+    assert "numpy" in msg.split("Installed backends: ")[1].rstrip(".").split(", ")
 
 
 def test_two_models_on_two_backends_in_one_process(scratch: list[str]) -> None:
