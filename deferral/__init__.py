@@ -14,6 +14,7 @@ from . import nn as nn
 from . import ops as ops
 from ._fill import get_num_threads as get_num_threads
 from ._fill import set_num_threads as set_num_threads
+from ._functional import functional as functional
 from ._native import native as native
 from ._progress import get_progress as get_progress
 from ._progress import set_progress as set_progress
@@ -25,6 +26,7 @@ from .errors import BackendNotFoundError as BackendNotFoundError
 from .errors import CheckpointError as CheckpointError
 from .errors import DeferralError as DeferralError
 from .errors import DeferredInitializationError as DeferredInitializationError
+from .errors import FunctionalUseError as FunctionalUseError
 from .errors import InitializerError as InitializerError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
@@ -45,6 +47,7 @@ __all__ = [
     "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
+    "FunctionalUseError",
     "InitializerError",
     "Parameter",
     "ParameterDict",
@@ -53,6 +56,7 @@ __all__ = [
     "TensorSpec",
     "__version__",
     "available_backends",
+    "functional",
     "get_backend",
     "get_num_threads",
     "get_progress",

@@ -50,3 +50,7 @@ class CheckpointError(DeferralError, ValueError):
 
 class InitializerError(DeferralError, ValueError):
     """An initializer was created with impossible arguments, or cannot be resolved."""
+
+
+class FunctionalUseError(DeferralError, ValueError):
+    """The parameter values given to ``deferral.functional``'s ``apply`` do not fit the model."""

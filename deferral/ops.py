@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from . import _opdef
+from . import _functional, _opdef
 from . import _shapes as _s
 from ._dispatch import _ops as _ops
 from ._opdef import check_namespace as check_namespace
@@ -498,7 +498,13 @@ def _assign_shape(target: Array, value: Array) -> None:
 
 @_op("norm", _assign_shape)
 def assign(target: Array, value: Array) -> None:
-    """Overwrite a parameter's native storage with ``value`` in place, outside autograd."""
+    """Overwrite a parameter's native storage with ``value`` in place, outside autograd.
+
+    Inside ``deferral.functional``'s ``apply``, where ``target`` is a value the call was given,
+    the call records ``value`` as that parameter's new state instead (returned in training mode).
+    """
+    if _functional.active and _functional.record_assign(target, value):
+        return None
     return _ops(target).assign(target, value)
 
 
