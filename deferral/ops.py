@@ -159,6 +159,16 @@ def maximum(a: Array, b: Array) -> Array:
     return _ops(a).maximum(a, b)
 
 
+def _minimum_shape(a: Array, b: Array) -> Array:
+    return elementwise("minimum", a, b)
+
+
+@_op("core", _minimum_shape)
+def minimum(a: Array, b: Array) -> Array:
+    """Element-wise minimum with broadcasting."""
+    return _ops(a).minimum(a, b)
+
+
 @_op("core", _same)
 def relu(x: Array) -> Array:
     """``max(x, 0)``."""
@@ -211,6 +221,18 @@ def exp(x: Array) -> Array:
 def log(x: Array) -> Array:
     """Element-wise natural logarithm."""
     return _ops(x).log(x)
+
+
+@_op("core", _same)
+def expm1(x: Array) -> Array:
+    """Element-wise ``exp(x) - 1``, accurate for ``x`` near 0."""
+    return _ops(x).expm1(x)
+
+
+@_op("core", _same)
+def log1p(x: Array) -> Array:
+    """Element-wise ``log(1 + x)``, accurate for ``x`` near 0."""
+    return _ops(x).log1p(x)
 
 
 def _reshape_shape(x: Array, shape: tuple[int, ...]) -> Array:
@@ -317,6 +339,49 @@ def _mean_shape(x: Array, axis: int | tuple[int, ...] | None, keepdims: bool) ->
 def mean(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
     """Mean over ``axis`` (all axes when None)."""
     return _ops(x).mean(x, _axes(axis), keepdims)
+
+
+def _nonempty(op: str, shape: tuple[int | None, ...], axis: int | Sequence[int] | None) -> None:
+    """Raise unless every axis a ``max``/``min`` reduces is non-empty (frameworks differ here)."""
+    if any(shape[i] == 0 for i in _s.axes(op, axis, len(shape))):
+        raise fail(op, f"cannot reduce an empty axis of {shape}: the {op} of nothing is undefined")
+
+
+def _extreme(op: str, x: Array, axis: int | tuple[int, ...] | None, keepdims: bool) -> Array:
+    _nonempty(op, spec_of(x).shape, axis)
+    return _reduce_shape(x, axis, keepdims)
+
+
+def _max_shape(x: Array, axis: int | tuple[int, ...] | None, keepdims: bool) -> Array:
+    return _extreme("max", x, axis, keepdims)
+
+
+def _min_shape(x: Array, axis: int | tuple[int, ...] | None, keepdims: bool) -> Array:
+    return _extreme("min", x, axis, keepdims)
+
+
+@_op("core", _max_shape)
+def max(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
+    """Maximum over ``axis`` (all axes when None).
+
+    Raises:
+        ShapeMismatchError: for an empty axis (a maximum of nothing is undefined).
+    """
+    F = _ops(x)
+    _nonempty("max", F.shape(x), axis)
+    return F.max(x, _axes(axis), keepdims)
+
+
+@_op("core", _min_shape)
+def min(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
+    """Minimum over ``axis`` (all axes when None).
+
+    Raises:
+        ShapeMismatchError: for an empty axis.
+    """
+    F = _ops(x)
+    _nonempty("min", F.shape(x), axis)
+    return F.min(x, _axes(axis), keepdims)
 
 
 # == conv: convolution and pooling ==========================================================

@@ -71,6 +71,11 @@ def _reductions(r: Rng) -> list[OpCase]:
             _c(x, None, True), _c(x, (), False), _e(ValueError, x, 3, False), _e(ValueError, x, (0, 0), False)]
 
 
+def _extremes(r: Rng) -> list[OpCase]:
+    return [*_reductions(r), _c(np.arange(12).reshape(3, 4), 1, False), _c(np.zeros((0, 3)), 1, False),
+            _e(ValueError, np.zeros((0, 3)), 0, False), _e(ValueError, np.zeros((2, 0)), None, True)]
+
+
 def _softmaxes(r: Rng) -> list[OpCase]:
     return [_c(_n(r, 3, 5, scale=4.0), -1), _c(_n(r, 3, 5), 0), _c(_n(r, 2, 3, 4, scale=20.0), 1),
             _e(ValueError, _n(r, 3, 5), 2)]
@@ -94,6 +99,7 @@ _CORE: dict[str, Callable[[Rng], list[OpCase]]] = {
     "divide": lambda r: [_c(_n(r, 3, 4), _nonzero(r, 3, 4)), _c(_n(r, 2, 3), _nonzero(r, 3)), _c(_n(r, 3, 4), 4.0),
                          _e(ValueError, _n(r, 2, 3), _nonzero(r, 2))],
     "maximum": _binary,
+    "minimum": _binary,
     "relu": _unary(3.0),
     "sigmoid": lambda r: [_c(_n(r, 4, 5)), _c(np.array([[-60.0, -30.0, -5.0, 0.0, 5.0, 30.0, 60.0]]))],
     "tanh": _unary(3.0),
@@ -102,6 +108,8 @@ _CORE: dict[str, Callable[[Rng], list[OpCase]]] = {
     "log_softmax": _softmaxes,
     "exp": _unary(2.0),
     "log": lambda r: [_c(_pos(r, 4, 5)), _c(_pos(r, 3))],
+    "expm1": lambda r: [_c(_n(r, 4, 5, scale=2.0)), _c(np.array([-1e-6, -1e-9, 0.0, 3e-8, 1e-5]))],
+    "log1p": lambda r: [_c(_pos(r, 4, 5)), _c(np.array([-0.5, -1e-7, 0.0, 2e-9, 1e-5]))],
     "reshape": lambda r: [_c(_n(r, 2, 3, 4), (6, 4)), _c(_n(r, 2, 3, 4), (2, -1)), _c(_n(r, 6), (1, 2, 3)),
                           _c(_n(r, 2, 3, 4), (24,)), _e(ValueError, _n(r, 2, 3, 4), (5, -1)),
                           _e(ValueError, _n(r, 2, 3, 4), (5, 5)), _e(ValueError, _n(r, 2, 3, 4), (-1, -1))],
@@ -115,6 +123,8 @@ _CORE: dict[str, Callable[[Rng], list[OpCase]]] = {
                          _e(ValueError, [_n(r, 2, 3), _n(r, 2, 3)], 2)],
     "sum": _reductions,
     "mean": lambda r: [*_reductions(r), _c(np.arange(12).reshape(3, 4), 0, False)],
+    "max": _extremes,
+    "min": _extremes,
 }
 
 

@@ -120,6 +120,19 @@ def _moments(x: np.ndarray, axes: Sequence[int], keepdims: bool) -> tuple[np.nda
     return (mean if keepdims else mean.squeeze(axis=tuple(axes))), var
 
 
+def _extreme(x: np.ndarray, axis: int | Sequence[int] | None, keepdims: bool, end: int) -> np.ndarray:
+    """The first (``end=0``) or last (``-1``) element of the sorted reduced axes: min or max."""
+    axes = tuple(range(x.ndim)) if axis is None else (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(a % x.ndim for a in axes)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    if not axes:
+        return x
+    size = math.prod(x.shape[a] for a in axes)
+    moved = np.transpose(x, (*kept, *axes)).reshape(*(x.shape[a] for a in kept), size)
+    out = np.sort(moved, axis=-1)[..., end]
+    return out.reshape([1 if a in axes else x.shape[a] for a in range(x.ndim)]) if keepdims else out
+
+
 def _split(x: np.ndarray, sections: int, axis: int) -> list[np.ndarray]:
     size = x.shape[axis] // sections
     return [np.take(x, range(i * size, (i + 1) * size), axis=axis) for i in range(sections)]
@@ -136,6 +149,7 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
     "multiply": lambda a, b: a * b,
     "divide": lambda a, b: a / b,
     "maximum": np.maximum,
+    "minimum": lambda a, b: np.where(a < b, a, b),
     "relu": lambda x: np.where(x > 0, x, 0.0),
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "tanh": np.tanh,
@@ -144,12 +158,16 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
     "log_softmax": _log_softmax,
     "exp": np.exp,
     "log": np.log,
+    "expm1": lambda x: np.vectorize(math.expm1, otypes=[np.float64])(x),
+    "log1p": lambda x: np.vectorize(math.log1p, otypes=[np.float64])(x),
     "reshape": lambda x, shape: x.reshape(shape),
     "flatten": lambda x: x.reshape(len(x), -1),
     "transpose": lambda x, axes: x.transpose(axes),
     "concat": lambda arrays, axis: np.concatenate(arrays, axis),
     "sum": lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
     "mean": lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
+    "max": lambda x, axis, keepdims: _extreme(x, axis, keepdims, -1),
+    "min": lambda x, axis, keepdims: _extreme(x, axis, keepdims, 0),
     "conv": _conv,
     "conv_transpose": _conv_transpose,
     "max_pool": lambda x, window, strides, padding: _pool(x, window, strides, padding, -np.inf, np.maximum),
