@@ -25,7 +25,10 @@ from .errors import BackendNotFoundError as BackendNotFoundError
 from .errors import CheckpointError as CheckpointError
 from .errors import DeferralError as DeferralError
 from .errors import DeferredInitializationError as DeferredInitializationError
+from .errors import EmptyInputError as EmptyInputError
 from .errors import InitializerError as InitializerError
+from .errors import InputDtypeError as InputDtypeError
+from .errors import InvalidIndexError as InvalidIndexError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
 from .parameter import Parameter as Parameter
@@ -45,7 +48,10 @@ __all__ = [
     "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
+    "EmptyInputError",
     "InitializerError",
+    "InputDtypeError",
+    "InvalidIndexError",
     "Parameter",
     "ParameterDict",
     "ShapeMismatchError",

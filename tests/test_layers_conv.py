@@ -547,7 +547,7 @@ def test_kernel_larger_than_the_padded_input() -> None:
     (lambda: nn.Conv2D(4, 3, padding=(1, -1)), "Received: padding=(1, -1)"),
     (lambda: nn.Conv3D(4, 3, dilation=True), "for dilation. Received: dilation=True"),
     (lambda: nn.Conv2D(4, 3, in_channels=0), "expected a positive integer for in_channels. Received: in_channels=0"),
-    (lambda: nn.Conv2D(4, 3, activation="swish"), "unknown activation 'swish'"),
+    (lambda: nn.Conv2D(4, 3, activation="swishy"), "unknown activation 'swishy'"),
     (lambda: nn.Conv2DTranspose(4, 3, strides=2, output_padding=2), "output_padding must be smaller than strides or dilation"),
     (lambda: nn.MaxPool2D(2, padding=2), "padding must be smaller than pool_size on each side"),
     (lambda: nn.AvgPool1D(0), "expected a positive integer or a tuple of 1 positive integers for pool_size"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._discovery import DiscoveryChecks
+from ._layers_act import ActivationLayerChecks
 from ._layers_conv import ConvLayerChecks
 from ._layers_norm import NormLayerChecks
 from ._layers_seq import SeqLayerChecks
@@ -16,7 +17,7 @@ __all__ = ["BackendConformance"]
 
 class BackendConformance(
     DiscoveryChecks, ValueChecks, LifecycleChecks, RobustnessChecks, OpChecks,
-    ConvLayerChecks, NormLayerChecks, SeqLayerChecks,
+    ConvLayerChecks, NormLayerChecks, SeqLayerChecks, ActivationLayerChecks,
 ):
     """The conformance suite of a deferral backend, as a pytest base class.
 
@@ -36,6 +37,8 @@ class BackendConformance(
     * robustness: pickle and deepcopy keep every bit; concurrent first calls materialize once;
     * ops: every name in ``deferral.ops.OP_NAMES`` agrees with the NumPy backend (optional
       op families a backend does not provide are skipped, with the reason);
+    * activations: every activation layer against its float64 formula; names, ``(name,
+      *args)``, layers and callables as a layer's ``activation``;
     * layers: convolution/pooling, normalization/embedding/dropout, recurrent/attention layers
       have bit-identical parameters and outputs within tolerance.
 
