@@ -70,7 +70,7 @@ def test_flatten() -> None:
 
 
 def test_unknown_activation_lists_known() -> None:
-    with pytest.raises(ValueError, match="Choose one of: elu, gelu, gelu_tanh, hard_sigmoid, .*, tanh, linear"):
+    with pytest.raises(ValueError, match=r"Choose one of: elu, gelu, gelu_tanh, hard_sigmoid, .*, tanh, linear"):
         nn.Activation("swishy")
 
 
