@@ -47,6 +47,10 @@ from ._pool import GlobalMaxPool3D as GlobalMaxPool3D
 from ._pool import MaxPool1D as MaxPool1D
 from ._pool import MaxPool2D as MaxPool2D
 from ._pool import MaxPool3D as MaxPool3D
+from ._pool_adaptive import AdaptiveAvgPool1D as AdaptiveAvgPool1D
+from ._pool_adaptive import AdaptiveAvgPool2D as AdaptiveAvgPool2D
+from ._pool_adaptive import AdaptiveMaxPool1D as AdaptiveMaxPool1D
+from ._pool_adaptive import AdaptiveMaxPool2D as AdaptiveMaxPool2D
 from ._rnn import GRU as GRU
 from ._rnn import LSTM as LSTM
 from ._rnn import RNN as RNN
@@ -56,6 +60,10 @@ __all__ = [
     "ELU",
     "Activation",
     "ActivationLike",
+    "AdaptiveAvgPool1D",
+    "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool1D",
+    "AdaptiveMaxPool2D",
     "AvgPool1D",
     "AvgPool2D",
     "AvgPool3D",

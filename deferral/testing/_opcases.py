@@ -164,24 +164,35 @@ def _conv_transpose(r: Rng) -> list[OpCase]:
 
 def _max_pool(r: Rng) -> list[OpCase]:
     return [
-        # x, window, strides, padding
+        # x, window, strides, padding[, ceil_mode]
         _c(_n(r, 2, 3, 10), (3,), (2,), ((1, 1),)),
         _c(_n(r, 2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0))),
         _c(_n(r, 2, 3, 7, 9), (3, 2), (2, 1), ((1, 2), (0, 1))),
         _c(_n(r, 1, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), ((0, 1), (1, 1), (0, 0))),
+        # ceil_mode: one more window at the end; the last window may not start in the padding
+        _c(_n(r, 2, 3, 7), (2,), (2,), ((0, 0),), True),
+        _c(_n(r, 1, 2, 7, 6), (2, 3), (2, 3), ((0, 0), (1, 0)), True),
+        _c(_n(r, 2, 3, 5), (3,), (3,), ((1, 1),), True),
+        _c(_n(r, 2, 3, 8), (2,), (2,), ((0, 0),), True),
         _e(ValueError, _n(r, 2, 3, 2), (3,), (1,), ((0, 0),)),  # window larger than the input
     ]
 
 
 def _avg_pool(r: Rng) -> list[OpCase]:
     return [
-        # x, window, strides, padding, count_include_pad
+        # x, window, strides, padding, count_include_pad[, ceil_mode]
         _c(_n(r, 2, 3, 10), (3,), (2,), ((1, 1),), True),
         _c(_n(r, 2, 3, 10), (4,), (3,), ((2, 1),), False),
         _c(_n(r, 2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0)), True),
         _c(_n(r, 2, 3, 7, 9), (3, 2), (2, 1), ((1, 2), (0, 1)), True),
         _c(_n(r, 2, 3, 7, 9), (3, 3), (1, 2), ((1, 1), (2, 1)), False),
         _c(_n(r, 1, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), ((0, 1), (1, 1), (0, 0)), False),
+        # ceil_mode: an overhanging window divides by its part in the padded input (or the input)
+        _c(_n(r, 2, 3, 7), (2,), (2,), ((0, 0),), True, True),
+        _c(_n(r, 2, 3, 7, 6), (3, 3), (2, 2), ((1, 1), (1, 0)), True, True),
+        _c(_n(r, 2, 3, 7, 6), (3, 3), (2, 2), ((1, 1), (1, 0)), False, True),
+        _c(_n(r, 2, 3, 5), (3,), (3,), ((1, 1),), True, True),
+        _c(_n(r, 1, 2, 5, 6, 7), (2, 3, 2), (2, 2, 3), ((0, 1), (1, 1), (0, 0)), True, True),
         _e(ValueError, _n(r, 2, 3, 2), (3,), (1,), ((0, 0),), True),
     ]
 

@@ -1,7 +1,8 @@
 """An independent float64 reference for every op, in plain NumPy, for the op conformance checks.
 
 It shares no code with any backend (the NumPy backend included), and where the backends use
-one algorithm it uses another: convolutions and pooling accumulate one kernel tap at a time,
+one algorithm it uses another: convolutions and pooling accumulate one kernel tap at a time, pooling
+one output element at a time (windows counted as PyTorch's kernels count them),
 the transposed convolution is a convolution of the zero-upsampled input with the flipped
 kernel, ``gelu`` uses :func:`math.erf`. Inputs are upcast to float64 first; results are
 float64 (their expected dtype comes from the op's shape rule, itself checked against the
@@ -78,22 +79,34 @@ def _conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides:
     return _conv(up, conv_w, b, (1,) * n, ((0, 0),) * n, dilation, groups)
 
 
-def _pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads, fill: float,
-          combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    xp = np.pad(x, ((0, 0), (0, 0), *padding), constant_values=fill)
-    out = [(n - k) // s + 1 for n, k, s in zip(xp.shape[2:], window, strides)]
-    y = np.full((*x.shape[:2], *out), fill)
-    for _, seen in _taps(xp, window, strides, (1,) * len(window), out):
-        y = combine(y, seen)
-    return y
+def _windows(size: int, k: int, s: int, before: int, after: int, ceil_mode: bool) -> list[tuple[int, int]]:
+    """Each window's ``[start, end)`` in input coordinates, counted as PyTorch's kernels do."""
+    span = size + before + after - k
+    count = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (count - 1) * s >= size + before:
+        count -= 1
+    return [(i * s - before, i * s - before + k) for i in range(count)]
 
 
-def _avg_pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads,
-              count_include_pad: bool = True) -> np.ndarray:
-    sums = _pool(x, window, strides, padding, 0.0, np.add)
-    if count_include_pad:
-        return sums / math.prod(window)
-    return sums / _pool(np.ones((1, 1, *x.shape[2:])), window, strides, padding, 0.0, np.add)
+def _pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads, ceil_mode: bool,
+          average: bool, count_include_pad: bool = True) -> np.ndarray:
+    """Pooling one output element at a time, each window clipped to the input."""
+    sizes = x.shape[2:]
+    axes = [_windows(n, k, s, b, a, ceil_mode) for n, k, s, (b, a) in zip(sizes, window, strides, padding)]
+    out = np.empty((*x.shape[:2], *(len(w) for w in axes)))
+    spatial = tuple(range(2, x.ndim))
+    for index in np.ndindex(*(len(w) for w in axes)):
+        bounds = [axes[d][i] for d, i in enumerate(index)]
+        seen = x[(slice(None), slice(None), *(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(bounds, sizes)))]
+        if not average:
+            out[(slice(None), slice(None), *index)] = seen.max(axis=spatial)
+            continue
+        if count_include_pad:  # the window clipped to the padded input
+            divisor = math.prod(min(hi, n + a) - lo for (lo, hi), n, (_, a) in zip(bounds, sizes, padding))
+        else:
+            divisor = math.prod(seen.shape[2:])
+        out[(slice(None), slice(None), *index)] = seen.sum(axis=spatial) / divisor
+    return out
 
 
 def _batch_norm(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray | None,
@@ -170,8 +183,10 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
     "min": lambda x, axis, keepdims: _extreme(x, axis, keepdims, 0),
     "conv": _conv,
     "conv_transpose": _conv_transpose,
-    "max_pool": lambda x, window, strides, padding: _pool(x, window, strides, padding, -np.inf, np.maximum),
-    "avg_pool": _avg_pool,
+    "max_pool": lambda x, window, strides, padding, ceil_mode=False: _pool(x, window, strides, padding, ceil_mode,
+                                                                           False),
+    "avg_pool": lambda x, window, strides, padding, count_include_pad=True, ceil_mode=False: _pool(
+        x, window, strides, padding, ceil_mode, True, count_include_pad),
     "batch_norm": _batch_norm,
     "moments": _moments,
     "sqrt": np.sqrt,
