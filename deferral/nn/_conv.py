@@ -136,6 +136,8 @@ class _Windowed(Block):
         cached = self._resolved
         if cached is not None and cached[0] == spatial:
             return cached[1]
+        require_nonempty(self.describe(), shape, range(2, len(shape)), [f"{a} axis" for a in _AXES[self._ndim]],
+                         "Every spatial axis needs at least one element.")
         pads = self._resolve(shape)
         self._resolved = (spatial, pads)
         return pads
@@ -253,8 +255,7 @@ class _Conv(_Windowed):
         where = self.describe()
         self._check_rank(shape)
         channels = shape[1]
-        require_nonempty(where, shape, range(1, len(shape)), ("channel axis", *(f"{a} axis" for a in _AXES[self._ndim])),
-                         f"Data is channels-first: ({self._layout}); every axis but N needs a size.")
+        require_nonempty(where, shape, (1,), ("channel axis",), f"Data is channels-first: ({self._layout}).")
         if channels is None:
             raise ValueError(
                 f"{where}: the input's channel axis (axis 1) is unknown in shape {tuple(shape)}; "

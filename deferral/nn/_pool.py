@@ -65,7 +65,6 @@ class _Pool(_Windowed):
         raise NotImplementedError
 
     def _resolve(self, shape: tuple[Any, ...]) -> Pads:
-        _nonempty(self, shape)
         if self.padding == "same":
             pads = self._same(shape, self.pool_size, self.strides, (1,) * self._ndim)
         else:

@@ -21,6 +21,9 @@ _RECURRENT = {
     "RNN": lambda **kw: RNN(6, activation="relu", **kw),
     "GRU": lambda **kw: GRU(6, **kw),
     "LSTM": lambda **kw: LSTM(6, **kw),
+    "RNN-bidirectional": lambda **kw: RNN(6, bidirectional=True, **kw),
+    "GRU-bidirectional": lambda **kw: GRU(6, bidirectional=True, **kw),
+    "LSTM-bidirectional": lambda **kw: LSTM(6, bidirectional=True, **kw),
 }
 
 
@@ -50,9 +53,9 @@ class SeqLayerChecks(ConformanceBase):
     @pytest.mark.parametrize("kind", sorted(_RECURRENT))
     def test_recurrent_layer_matches_reference(self, kind: str, under_test: Backend, reference: Backend,
                                                rng: np.random.Generator) -> None:
-        """A two-layer RNN (relu) / GRU / LSTM with a deferred input size, in both layouts:
-        parameters bit-identical to the reference, the outputs (with zero states, and with
-        given NumPy states) and the new states agree with the NumPy backend's."""
+        """A two-layer RNN (relu) / GRU / LSTM, one- and bidirectional, with a deferred input
+        size, in both layouts: parameters bit-identical to the reference, the outputs (with zero
+        states, and with given NumPy states) and the new states agree with the NumPy backend's."""
         self._seq_require(under_test, "split", "stack", "unstack")
         make = _RECURRENT[kind]
         for device in self.device_list(under_test):
@@ -66,7 +69,8 @@ class SeqLayerChecks(ConformanceBase):
                 where = f"{kind}(batch_first={batch_first}) on {device}"
                 np.testing.assert_allclose(self.host(under_test, ours(x)), theirs(x), err_msg=where, **tol)
                 self._seq_same_parameters(ours, theirs, under_test)
-                states = [rng.standard_normal((2, 3, 6)).astype(np.float32) for _ in theirs.begin_state(3)]
+                depth = 4 if ours.bidirectional else 2
+                states = [rng.standard_normal((depth, 3, 6)).astype(np.float32) for _ in theirs.begin_state(3)]
                 out, new = ours(x, states)
                 want, want_new = theirs(x, states)
                 np.testing.assert_allclose(self.host(under_test, out), want, err_msg=where, **tol)
