@@ -496,7 +496,7 @@ def test_native_index_errors_are_deferral_errors(backend: str) -> None:
     (formerly torch's IndexError and TensorFlow's InvalidArgumentError); uint8 indices work."""
     emb = nn.Embedding(5, 2)
     emb.initialize(seed=0, backend=backend)
-    with pytest.raises(deferral.InputDtypeError, match="Embedding: expected integer indices.*dtype float32"):
+    with pytest.raises(deferral.InputDtypeError, match=r"Embedding: expected integer indices.*dtype float32"):
         emb(backend_array(backend, np.zeros(3, dtype="float32")))
     with pytest.raises(deferral.InvalidIndexError, match=r"Embedding: indices must lie in \[0, 5\).*index 5"):
         emb(backend_array(backend, np.array([5])))

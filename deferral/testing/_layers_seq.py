@@ -133,3 +133,30 @@ class SeqLayerChecks(ConformanceBase):
             attn(q)
         for param in (*lstm.collect_params().values(), *attn.collect_params().values()):
             assert_matches_reference(param, under_test)
+
+    def test_attention_dropout_in_training_mode_only(self, under_test: Backend, reference: Backend,
+                                                     rng: np.random.Generator) -> None:
+        """MultiHeadAttention(dropout=0.5): in inference mode, exactly the output of the same
+        layer without dropout; in training mode, with one head and one key (every attention
+        weight is 1), each query's context is either dropped (0) or scaled by 2, so every
+        output row is the output projection's bias or its value for twice the projected value,
+        and both occur."""
+        self._seq_require(under_test, "split", "stack", "unstack", "dropout")
+        ours, plain = MultiHeadAttention(1, 4, dropout=0.5), MultiHeadAttention(1, 4)
+        self.initialize(ours, seed=9)
+        self.initialize(plain, seed=9)
+        q = rng.standard_normal((4, 16, 3)).astype(np.float32)
+        kv = rng.standard_normal((4, 1, 3)).astype(np.float32)
+        np.testing.assert_array_equal(self.host(under_test, ours(q, kv)), self.host(under_test, plain(q, kv)))
+        ours.train()
+        got = self.host(under_test, ours(q, kv)).reshape(-1, 4)
+        weights = {name: self.host(under_test, p.data()).astype(np.float64)
+                   for name, p in ours.collect_params().items()}
+        value = kv.astype(np.float64)[:, 0] @ weights["value.weight"].T + weights["value.bias"]  # (N, units)
+        kept = np.repeat(2.0 * value @ weights["output.weight"].T + weights["output.bias"], 16, axis=0)
+        dropped = np.broadcast_to(weights["output.bias"], kept.shape)
+        is_kept = np.isclose(got, kept, rtol=1e-4, atol=1e-5).all(axis=1)
+        is_dropped = np.isclose(got, dropped, rtol=1e-4, atol=1e-5).all(axis=1)
+        assert (is_kept | is_dropped).all(), "a training-mode output is neither a kept nor a dropped context"
+        assert is_kept.any() and is_dropped.any(), f"kept {int(is_kept.sum())} of {len(got)} rows"
+        assert ours.dropout == 0.5 and "dropout=0.5" in repr(ours)
