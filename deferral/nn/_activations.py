@@ -99,7 +99,7 @@ class _Pointwise(Block):
     name: ClassVar[str] = ""
 
     def forward(self, x: Any) -> Any:
-        require_float(self.describe(), x)
+        require_float(self, x)
         return self.apply(x)
 
     def apply(self, x: Any) -> Any:

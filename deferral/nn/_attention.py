@@ -125,9 +125,8 @@ class MultiHeadAttention(Block):
     def forward(self, query: Any, key: Any = None, value: Any = None, mask: Any = None) -> Any:
         key = query if key is None else key
         value = key if value is None else value
-        where = self.describe()
         for name, array in (("query", query), ("key", key), ("value", value)):
-            require_float(where, array, name)
+            require_float(self, array, name)
         if not ops.shape(key)[1]:  # no keys (every backend would do something else), or unknown
             self.build(ops.shape(query), ops.shape(key), ops.shape(value))
         if mask is not None:
@@ -174,7 +173,7 @@ class MultiHeadAttention(Block):
                 f"{where}: the key and the value must have the same length Tk (one value per key). "
                 f"Received key shape {_fmt(ks)}, value shape {_fmt(vs)}."
             )
-        require_nonempty(where, ks, (1,), ("key length Tk",),
+        require_nonempty(self, ks, (1,), ("key length Tk",),
                          "Attention needs at least one key to attend to (the softmax of nothing is undefined).")
         batches = {b for b in (qs[0], ks[0], vs[0]) if b is not None}
         if len(batches) > 1:

@@ -136,7 +136,7 @@ class _Windowed(Block):
         cached = self._resolved
         if cached is not None and cached[0] == spatial:
             return cached[1]
-        require_nonempty(self.describe(), shape, range(2, len(shape)), [f"{a} axis" for a in _AXES[self._ndim]],
+        require_nonempty(self, shape, range(2, len(shape)), lambda a: f"{_AXES[self._ndim][a - 2]} axis",
                          "Every spatial axis needs at least one element.")
         pads = self._resolve(shape)
         self._resolved = (spatial, pads)
@@ -232,7 +232,7 @@ class _Conv(_Windowed):
         return None if known == -1 else known
 
     def forward(self, x: Any) -> Any:
-        require_float(self.describe(), x)
+        require_float(self, x)
         bias = self.bias
         y = self._apply(x, self.weight.data(), None if bias is None else bias.data(), self._pads(ops.shape(x)))
         return y if self._act is None else self._act(y)
@@ -255,7 +255,7 @@ class _Conv(_Windowed):
         where = self.describe()
         self._check_rank(shape)
         channels = shape[1]
-        require_nonempty(where, shape, (1,), ("channel axis",), f"Data is channels-first: ({self._layout}).")
+        require_nonempty(self, shape, (1,), ("channel axis",), f"Data is channels-first: ({self._layout}).")
         if channels is None:
             raise ValueError(
                 f"{where}: the input's channel axis (axis 1) is unknown in shape {tuple(shape)}; "

@@ -75,7 +75,7 @@ class Dense(Block):
                 f"{x_shape}. Add a batch axis, e.g. x.reshape(1, -1)."
             )
         features = x_shape[-1]
-        require_nonempty(where, x_shape, (-1,), ("feature axis",), "A Dense layer needs at least one input feature.")
+        require_nonempty(self, x_shape, (-1,), ("feature axis",), "A Dense layer needs at least one input feature.")
         if features is None:
             raise ValueError(
                 f"{where}: the input's feature dimension is {features} (shape {x_shape}); cannot "
@@ -94,7 +94,7 @@ class Dense(Block):
         F = ops._ops(x)
         if len(F.shape(x)) < 2:  # the backends' linear would take a vector
             self.build(F.shape(x))
-        require_float(self.describe(), x)
+        require_float(self, x)
         bias = self.bias
         y = F.linear(x, self.weight.data(), None if bias is None else bias.data())
         act = self._act

@@ -48,7 +48,7 @@ class Dropout(Block):
     def forward(self, x: Any) -> Any:
         if self.rate == 0.0 or not self.training:
             return x
-        require_float(self.describe(), x)
+        require_float(self, x)
         return ops.dropout(x, self.rate)
 
     def _extra_repr(self) -> str:

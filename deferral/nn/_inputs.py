@@ -6,33 +6,20 @@ user sees one message whatever framework computes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import EmptyInputError, InputDtypeError, ShapeMismatchError
 
 __all__ = ["channels_last_hint", "dtype_name", "is_floating", "is_integer", "require_float", "require_nonempty"]
 
-# dtype object (NumPy, torch, TensorFlow or a TensorSpec's string) -> canonical name.
-_NAMES: dict[Any, str] = {}
-
-
 def dtype_name(x: Any) -> str:
     """``"int64"``, ``"float32"``, ``"bool"``, ... for an array of any backend (or a TensorSpec)."""
     dtype = getattr(x, "dtype", None)
-    try:
-        return _NAMES[dtype]
-    except (KeyError, TypeError):  # TypeError: an unhashable dtype (none known; be safe)
-        pass
     name = getattr(dtype, "name", None)
     if not isinstance(name, str):  # torch.dtype has no .name: "torch.int64"; a TensorSpec: "int64"
         name = str(dtype).rsplit(".", 1)[-1]
-    name = {"bool_": "bool"}.get(name, name)
-    try:
-        _NAMES[dtype] = name
-    except TypeError:
-        pass
-    return name
+    return "bool" if name == "bool_" else name
 
 
 def is_floating(name: str) -> bool:
@@ -45,32 +32,47 @@ def is_integer(name: str) -> bool:
     return name.startswith(("int", "uint"))
 
 
-def require_float(where: str, x: Any, what: str = "input") -> None:
-    """Raise :class:`InputDtypeError` unless ``x`` is floating.
+# ids of the floating dtype objects met so far (the objects kept alive in _KEPT): the check
+# every forward pass of a float layer makes is one set lookup.
+_FLOATING: set[int] = set()
+_KEPT: list[Any] = []
+
+
+def require_float(layer: Any, x: Any, what: str = "input") -> None:
+    """Raise :class:`InputDtypeError`, naming ``layer`` (a block), unless ``x`` is floating.
 
     Integer and boolean inputs are refused on every backend (NumPy would promote them to
     float64, PyTorch and TensorFlow raise their own dtype errors): feeding integers to a float
     layer is most often indices meant for an ``Embedding`` or unscaled ``uint8`` pixels.
     """
+    dtype = getattr(x, "dtype", None)
+    if id(dtype) in _FLOATING:
+        return
     name = dtype_name(x)
-    if not is_floating(name):
-        hint = " For token or class indices, put an nn.Embedding first." if is_integer(name) else ""
-        raise InputDtypeError(
-            f"{where}: expected a floating {what} (float16/32/64 or bfloat16). Received dtype "
-            f"{name}. Convert it first, e.g. x.astype('float32') (NumPy), x.float() (torch) or "
-            f"tf.cast(x, tf.float32).{hint}"
-        )
+    if is_floating(name):
+        if len(_KEPT) < 1024 and not isinstance(dtype, str):
+            _KEPT.append(dtype)
+            _FLOATING.add(id(dtype))
+        return
+    hint = " For token or class indices, put an nn.Embedding first." if is_integer(name) else ""
+    raise InputDtypeError(
+        f"{layer.describe()}: expected a floating {what} (float16/32/64 or bfloat16). Received dtype "
+        f"{name}. Convert it first, e.g. x.astype('float32') (NumPy), x.float() (torch) or "
+        f"tf.cast(x, tf.float32).{hint}"
+    )
 
 
-def require_nonempty(where: str, shape: Sequence[Any], axes: Sequence[int], names: Sequence[str],
-                     fix: str) -> None:
-    """Raise :class:`EmptyInputError` if one of ``axes`` of ``shape`` has size 0."""
-    for axis, name in zip(axes, names):
+def require_nonempty(layer: Any, shape: Sequence[Any], axes: Sequence[int],
+                     names: Sequence[str] | Callable[[int], str], fix: str) -> None:
+    """Raise :class:`EmptyInputError`, naming ``layer`` (a block), if one of ``axes`` of
+    ``shape`` has size 0; ``names`` gives each axis' name (a list, or a function of the axis)."""
+    if 0 not in shape:
+        return
+    for i, axis in enumerate(axes):
         if shape[axis] == 0:
-            raise EmptyInputError(
-                f"{where}: the input's {name} (axis {axis % len(shape)}) is empty in shape "
-                f"{tuple(shape)}. {fix}"
-            )
+            name = names(axis) if callable(names) else names[i]
+            at = "" if name[-1].isdigit() else f" (axis {axis % len(shape)})"
+            raise EmptyInputError(f"{layer.describe()}: the input's {name}{at} is empty in shape {tuple(shape)}. {fix}")
 
 
 #: Channel counts of images as stored (gray, gray + alpha, RGB, RGBA).

@@ -92,7 +92,7 @@ class _ChannelNorm(Block):
                 f"{shape}); it must be known to build the layer. Trace with a known size, or give "
                 "in_channels=... when creating the layer."
             )
-        require_nonempty(where, shape, (axis,), (what,), "A normalization layer needs at least one channel.")
+        require_nonempty(self, shape, (axis,), (what,), "A normalization layer needs at least one channel.")
         known = self._known_channels()
         if known != -1 and known != channels:
             raise ShapeMismatchError(
@@ -196,7 +196,7 @@ class BatchNorm(_ChannelNorm):
         self._infer_channels(x_shape, _resolve_axis(where, self.axis, x_shape), "channel axis")
 
     def forward(self, x: Any) -> Any:
-        require_float(self.describe(), x)
+        require_float(self, x)
         shape = ops.shape(x)
         rank = len(shape)
         if rank < 2:  # a vector would broadcast against the statistics
@@ -208,7 +208,7 @@ class BatchNorm(_ChannelNorm):
         axes = tuple(i for i in range(rank) if i != axis)
         sizes = [shape[i] for i in axes]
         count = math.prod(sizes) if None not in sizes else None  # type: ignore[arg-type]
-        require_nonempty(self.describe(), shape, axes, [f"axis {a}" for a in axes],
+        require_nonempty(self, shape, axes, lambda a: "batch axis" if a == 0 else f"axis {a}",
                          "Training needs values to compute batch statistics from; use inference mode (net.eval()).")
         if count is not None and count < 2:
             raise ValueError(
@@ -297,7 +297,7 @@ class LayerNorm(_ChannelNorm):
         self._infer_channels(x_shape, _resolve_axis(where, self.axis, x_shape), "normalized axis")
 
     def forward(self, x: Any) -> Any:
-        require_float(self.describe(), x)
+        require_float(self, x)
         shape = ops.shape(x)
         rank = len(shape)
         axis = self.axis % rank
@@ -369,10 +369,10 @@ class GroupNorm(_ChannelNorm):
         self._infer_channels(x_shape, 1, "channel axis")
 
     def forward(self, x: Any) -> Any:
-        require_float(self.describe(), x)
+        require_float(self, x)
         shape = ops.shape(x)
         rank = len(shape)
-        require_nonempty(self.describe(), shape, range(2, rank), [f"axis {a}" for a in range(2, rank)],
+        require_nonempty(self, shape, range(2, rank), lambda a: f"axis {a}",
                          "GroupNorm needs at least one element per channel to normalize over.")
         channels, groups = shape[1], self.num_groups
         rest = [-1 if d is None else d for d in shape[2:]]

@@ -58,7 +58,7 @@ class _Pool(_Windowed):
         shape = ops.shape(x)
         if len(shape) != self._ndim + 2:
             self._check_rank(shape)
-        require_float(self.describe(), x)
+        require_float(self, x)
         return self._apply(x, self._pads(shape))
 
     def _apply(self, x: Any, pads: Pads) -> Any:
@@ -83,7 +83,7 @@ class _Pool(_Windowed):
 
 
 def _nonempty(layer: _Windowed, shape: tuple[Any, ...]) -> None:
-    require_nonempty(layer.describe(), shape, range(2, len(shape)), [f"{a} axis" for a in _AXES[layer._ndim]],
+    require_nonempty(layer, shape, range(2, len(shape)), lambda a: f"{_AXES[layer._ndim][a - 2]} axis",
                      "Pooling needs at least one element along each spatial axis.")
 
 
@@ -231,7 +231,7 @@ class _GlobalPool(_Windowed):
         shape = ops.shape(x)
         if len(shape) != self._ndim + 2:
             self._check_rank(shape)
-        require_float(self.describe(), x)
+        require_float(self, x)
         _nonempty(self, shape)
         return self._apply(x, shape)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import ops
 from ._args import as_int
-from ._conv import _Windowed
+from ._conv import _AXES, _Windowed
 from ._inputs import require_float, require_nonempty
 
 __all__ = ["AdaptiveAvgPool1D", "AdaptiveAvgPool2D", "AdaptiveMaxPool1D", "AdaptiveMaxPool2D", "adaptive_windows"]
@@ -60,15 +60,14 @@ class _AdaptivePool(_Windowed):
         shape = ops.shape(x)
         if len(shape) != self._ndim + 2:
             self._check_rank(shape)
-        where = self.describe()
-        require_float(where, x)
+        require_float(self, x)
         spatial = shape[2:]
         if None in spatial:
             raise ValueError(
-                f"{where}: needs the spatial sizes, which are unknown in input shape {tuple(shape)}. "
+                f"{self.describe()}: needs the spatial sizes, which are unknown in input shape {tuple(shape)}. "
                 "Give tf.function an input_signature with known spatial sizes."
             )
-        require_nonempty(where, shape, range(2, len(shape)), [f"axis {a}" for a in range(2, len(shape))],
+        require_nonempty(self, shape, range(2, len(shape)), lambda a: f"{_AXES[self._ndim][a - 2]} axis",
                          "Adaptive pooling needs at least one element along each spatial axis.")
         outs = [size if out is None else out for size, out in zip(spatial, self.output_size)]
         regular = [size // out if size % out == 0 else 1 for size, out in zip(spatial, outs)]

@@ -146,7 +146,7 @@ class _RecurrentLayer(Block):
         hidden_size)`` when ``batch_first=False``); with ``states`` given, also the states
         after the last step: ``(outputs, new_states)``.
         """
-        require_float(self.describe(), x)
+        require_float(self, x)
         shape = ops.shape(x)
         t_axis = self._time_axis()
         if not shape[t_axis]:  # empty, or unknown while tracing
@@ -210,7 +210,7 @@ class _RecurrentLayer(Block):
                 "axis a size in the input_signature (or trace without one); with infer_shape() "
                 "give it in the input shape."
             )
-        require_nonempty(where, shape, (self._time_axis(), 2), ("time axis", "feature axis"),
+        require_nonempty(self, shape, (self._time_axis(), 2), ("time axis", "feature axis"),
                          f"A recurrent layer needs at least one step and one feature; the layout is {layout}.")
         features = shape[2]
         if features is None:

@@ -39,7 +39,7 @@ DTYPE_CASES: dict[str, tuple[Factory, tuple[int, ...], tuple[str, ...]]] = {
     "GroupNorm": (lambda: nn.GroupNorm(2), (2, 4, 3), ("moments", "rsqrt")),
     "LSTM": (lambda: nn.LSTM(3, bidirectional=True), (2, 4, 3), ("split", "stack", "unstack")),
     "MultiHeadAttention": (lambda: nn.MultiHeadAttention(2, 4), (2, 3, 4), ("split", "stack", "unstack", "where")),
-    "Dropout": (lambda: nn.Dropout(0.5), (2, 3), ()),
+    "Dropout": (lambda: nn.Dropout(0.5), (2, 3), ("dropout",)),
 }
 # Dropout passes any input through in inference mode; it is checked in training mode.
 _TRAINING = {"Dropout"}
