@@ -666,3 +666,23 @@ def test_ceil_mode_output_sizes_and_repr() -> None:
 def test_adaptive_output_size_is_validated(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"AdaptiveAvgPool2D: expected output_size as a positive integer"):
         nn.AdaptiveAvgPool2D(bad)
+
+
+# -- the channels-last hint ----------------------------------------------------------------------
+@pytest.mark.parametrize("shape,hint", [
+    ((4, 28, 28, 1), True), ((2, 224, 224, 3), True), ((2, 32, 32, 4), True), ((1, 16, 16, 16, 1), True),
+    ((2, 3, 224, 224), False), ((2, 4, 4, 4), False), ((2, 1, 28, 28), False), ((2, 64, 32, 3), False),
+    ((2, 28, 28, 5), False),
+])
+def test_channels_last_heuristic(shape: tuple[int, ...], hint: bool) -> None:
+    """The hint fires for square channels-last images only (last axis 1-4, axis 1 more than 4
+    and equal to another spatial size); a given in_channels skips it."""
+    layer = (nn.Conv2D if len(shape) == 4 else nn.Conv3D)(2, 1)
+    if hint:
+        with pytest.raises(deferral.ShapeMismatchError, match=r"looks channels-last"):
+            layer.infer_shape(shape)
+        assert layer.weight.shape[1] == -1
+        given = (nn.Conv2D if len(shape) == 4 else nn.Conv3D)(2, 1, in_channels=shape[1])
+        assert given.infer_shape(shape)[1] == 2
+    else:
+        assert layer.infer_shape(shape)[1] == 2

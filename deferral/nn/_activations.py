@@ -383,7 +383,7 @@ def attach_activation(layer: Block, spec: ActivationLike, where: str) -> Callabl
     becomes the child ``activation`` (its parameters, if any, are the model's)."""
     fn = activation_fn(spec, where)
     if isinstance(spec, Block) and not isinstance(spec, _Pointwise):
-        layer.activation = spec  # type: ignore[attr-defined]
+        layer.activation = spec
     return fn
 
 
