@@ -26,8 +26,11 @@ from .errors import BackendNotFoundError as BackendNotFoundError
 from .errors import CheckpointError as CheckpointError
 from .errors import DeferralError as DeferralError
 from .errors import DeferredInitializationError as DeferredInitializationError
+from .errors import EmptyInputError as EmptyInputError
 from .errors import FunctionalUseError as FunctionalUseError
 from .errors import InitializerError as InitializerError
+from .errors import InputDtypeError as InputDtypeError
+from .errors import InvalidIndexError as InvalidIndexError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
 from .parameter import Parameter as Parameter
@@ -47,8 +50,11 @@ __all__ = [
     "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
+    "EmptyInputError",
     "FunctionalUseError",
     "InitializerError",
+    "InputDtypeError",
+    "InvalidIndexError",
     "Parameter",
     "ParameterDict",
     "ShapeMismatchError",
