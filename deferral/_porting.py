@@ -54,7 +54,8 @@ def _vgg11() -> Iterator[tuple[str, str]]:
             yield from ((f"{ours}.{k}", f"features.{theirs}.{k}") for k in ("weight", "bias"))
             ours, theirs = ours + 1, theirs + 2  # conv (+ ReLU)
         ours, theirs = ours + 1, theirs + 1  # pool
-    for ours_dense, theirs_dense in ((ours + 1, 0), (ours + 3, 3), (ours + 5, 6)):  # after Flatten
+    ours += 2  # AdaptiveAvgPool2D((7, 7)) and Flatten (torchvision's avgpool and flatten)
+    for ours_dense, theirs_dense in ((ours, 0), (ours + 2, 3), (ours + 4, 6)):
         yield from ((f"{ours_dense}.{k}", f"classifier.{theirs_dense}.{k}") for k in ("weight", "bias"))
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import deferral  # noqa: E402
 import deferral_jax  # noqa: E402
-from deferral import DeferralError, nn  # noqa: E402
+from deferral import DeferralError, nn, ops  # noqa: E402
 
 HAS_FLAX = importlib.util.find_spec("flax") is not None
 HAS_OPTAX = importlib.util.find_spec("optax") is not None
@@ -122,8 +122,10 @@ def test_float64_without_64_bit_mode_is_a_clear_error_and_changes_nothing() -> N
 def test_take_refuses_out_of_range_indices_eagerly() -> None:
     emb = nn.Embedding(5, 2)
     emb.initialize(seed=0, backend="jax")
+    with pytest.raises(deferral.InvalidIndexError, match=r"Embedding: indices must lie in \[0, 5\)"):
+        emb(np.array([1, 5]))  # the layer's check, on every backend
     with pytest.raises(IndexError, match="out of range for 5 rows"):
-        emb(np.array([1, 5]))
+        ops.take(emb.weight.data(), jnp.array([1, 5]))  # the backend's own, eagerly
 
 
 # -- 2. functional use ------------------------------------------------------------------------

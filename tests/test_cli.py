@@ -179,7 +179,7 @@ def test_the_environment_variable_is_named_when_it_chose_a_missing_backend(
         nn.Dense(3).initialize()
     assert "no_such_framework_xyz" in str(info.value) and "DEFERRAL_BACKEND='ghost'" in str(info.value)
     with pytest.raises(deferral.BackendNotFoundError) as info:
-        nn.Dense(3).initialize(backend="jax")  # chosen in code, not by the variable
+        nn.Dense(3).initialize(backend="mxnet")  # chosen in code, not by the variable
     assert "DEFERRAL_BACKEND" not in str(info.value)
 
 
@@ -338,7 +338,7 @@ def test_cli_page_shows_what_a_numpy_only_checkout_prints(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """docs/cli.md's listings for NumPy alone, from a checkout in /home/me/deferral, are real output."""
-    monkeypatch.setattr(registry, "_missing", lambda info: [m for m in info.requires if m in ("torch", "tensorflow")])
+    monkeypatch.setattr(registry, "_missing", lambda info: [m for m in info.requires if m in ("torch", "tensorflow", "jax")])
     monkeypatch.setattr(_install, "source_checkout", lambda: Path("/home/me/deferral"))
     blocks = _cli_page_blocks()
 

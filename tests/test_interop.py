@@ -139,7 +139,7 @@ def _randomized(module: Any) -> Any:
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_a_torchvision_resnet18_computes_the_same_outputs(backend: str) -> None:
-    import torch
+    torch = pytest.importorskip("torch")
 
     tv = _randomized(_torchvision().models.resnet18(num_classes=10))
     net = models.resnet18(num_classes=10)
@@ -155,7 +155,7 @@ def test_a_torchvision_resnet18_computes_the_same_outputs(backend: str) -> None:
 
 
 def test_a_torchvision_vgg11_at_224_computes_the_same_outputs() -> None:
-    import torch
+    torch = pytest.importorskip("torch")
 
     tv = _torchvision().models.vgg11(num_classes=10).eval()
     state = tv.state_dict()

@@ -52,8 +52,11 @@ subtract = jnp.subtract
 multiply = jnp.multiply
 divide = jnp.true_divide
 maximum = jnp.maximum
+minimum = jnp.minimum
 exp = jnp.exp
+expm1 = jnp.expm1
 log = jnp.log
+log1p = jnp.log1p
 tanh = jnp.tanh
 sigmoid = jax.nn.sigmoid
 
@@ -98,6 +101,14 @@ def sum(x: jax.Array, axis: Axis = None, keepdims: bool = False) -> jax.Array:
 
 def mean(x: jax.Array, axis: Axis = None, keepdims: bool = False) -> jax.Array:
     return jnp.mean(x, axis=axis, keepdims=keepdims)
+
+
+def max(x: jax.Array, axis: Axis = None, keepdims: bool = False) -> jax.Array:
+    return jnp.max(x, axis=axis, keepdims=keepdims)
+
+
+def min(x: jax.Array, axis: Axis = None, keepdims: bool = False) -> jax.Array:
+    return jnp.min(x, axis=axis, keepdims=keepdims)
 
 
 from ._ops_conv import *  # noqa: E402,F403

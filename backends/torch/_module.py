@@ -62,10 +62,8 @@ def _placeholder(param: Parameter) -> torch.Tensor:
     if found is not None and is_lazy(found) and found.dtype == dtype and found.device == device:
         return found
     # (torch's stubs omit the device and dtype its __new__ takes)
-    if param.trainable:
-        made: torch.Tensor = UninitializedParameter(True, device=device, dtype=dtype)  # type: ignore[call-arg]
-    else:
-        made = UninitializedBuffer(False, device=device, dtype=dtype)  # type: ignore[call-arg]
+    lazy: Any = UninitializedParameter if param.trainable else UninitializedBuffer
+    made: torch.Tensor = lazy(param.trainable, device=device, dtype=dtype)
     _placeholders[param] = made
     return made
 

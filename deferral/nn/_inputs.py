@@ -32,10 +32,10 @@ def is_integer(name: str) -> bool:
     return name.startswith(("int", "uint"))
 
 
-# ids of the floating dtype objects met so far (the objects kept alive in _KEPT): the check
-# every forward pass of a float layer makes is one set lookup.
-_FLOATING: set[int] = set()
-_KEPT: list[Any] = []
+# The floating dtype objects met so far (NumPy, torch, TensorFlow and JAX dtypes are hashable):
+# the check every forward pass of a float layer makes is one set lookup, which torch.compile
+# traces as a constant.
+_FLOATING: set[Any] = set()
 
 
 def require_float(layer: Any, x: Any, what: str = "input") -> None:
@@ -46,13 +46,12 @@ def require_float(layer: Any, x: Any, what: str = "input") -> None:
     layer is most often indices meant for an ``Embedding`` or unscaled ``uint8`` pixels.
     """
     dtype = getattr(x, "dtype", None)
-    if id(dtype) in _FLOATING:
+    if dtype in _FLOATING:
         return
     name = dtype_name(x)
     if is_floating(name):
-        if len(_KEPT) < 1024 and not isinstance(dtype, str):
-            _KEPT.append(dtype)
-            _FLOATING.add(id(dtype))
+        if len(_FLOATING) < 1024:
+            _FLOATING.add(dtype)
         return
     hint = " For token or class indices, put an nn.Embedding first." if is_integer(name) else ""
     raise InputDtypeError(
