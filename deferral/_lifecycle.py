@@ -19,7 +19,7 @@ their ``build`` step; the core does the rest.
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # the C module under signal (no stubs)
+import _signal  # type: ignore[import-not-found]  # the C functions under signal.signal
 import contextlib
 import contextvars
 import signal
