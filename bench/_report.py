@@ -360,6 +360,10 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         target = TARGETS["materialize"][be]
         v, m = verdict(ratio, target)
         out.append((f"materialize {row['model']['label']} [{be}]", v, f"{ratio:.3f} vs <= {target} ({m})"))
+    if results.get("small"):
+        from bench import _small
+
+        out.extend(_small.verdicts(results["small"]))
     for row in results.get("memory", []):
         if row["variant"] != "deferral":
             continue
@@ -397,6 +401,10 @@ def tables(results: dict[str, Any]) -> list[Table]:
         out.extend(rates_tables(results["rates"]))
     if results.get("materialize") or results.get("pending"):
         out.extend(materialize_tables(results))
+    if results.get("small"):
+        from bench import _small
+
+        out.append(_small.table(results["small"]))
     if results.get("sweep"):
         out.append(sweep_table(results))
     if results.get("memory"):

@@ -252,8 +252,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         label = "(c) ResNet-18-style" + ("" if width == 64 else f" (base width {width})")
         conv = [] if results["pending"] else [_models.ResNet(label=label, width=width)]
         results["materialize"] = run_materialize(backends, specs + conv, cfg, repeats)
+        from bench import _small
+
+        _say(f"  small tensors: {_small.LAYERS} x Dense({_small.UNITS}) ...")
+        results["small"] = _small.run(list(backends), repeats)
         done("materialize")
-        _say(_report.render_text(_report.materialize_tables(results)))
+        _say(_report.render_text([*_report.materialize_tables(results), _small.table(results["small"])]))
     if "sweep" in sections:
         results["sweep"] = run_sweep(backends, cfg, repeats)
         done("sweep")

@@ -100,15 +100,18 @@ def aligned_empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     large arrays, so first writing it page-faults far less than memory from a framework's
     allocator (measured: 0.45 vs 2.3 ns per float32 value on a 2-core VM).
     """
+    import ctypes  # here, like numpy: `import deferral` stays cheap
+
     import numpy as np
 
-    itemsize = np.dtype(dtype).itemsize
-    nbytes = itemsize
+    kind = np.dtype(dtype)
+    nbytes = kind.itemsize
     for d in shape:
         nbytes *= d
     raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
-    offset = -raw.ctypes.data % ALIGN
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+    # The address through ctypes.c_char (0.3 us; ``raw.ctypes.data`` costs 1 us a call).
+    offset = -ctypes.addressof(ctypes.c_char.from_buffer(raw.data)) % ALIGN
+    return np.ndarray(shape, kind, raw, offset)
 
 
 @functools.lru_cache(maxsize=64)
@@ -141,34 +144,31 @@ def _store(values: np.ndarray, out: np.ndarray, dtype: str, ws: Workspace) -> No
         out[...] = round_to(values, dtype)
 
 
-def _fill_block(kind: str, a: float, b: float, words: np.ndarray, out: np.ndarray, dtype: str,
-                ws: Workspace) -> None:
-    """One block: the words become values in place and are stored (then freed, on return)."""
+@functools.cache
+def _kernel(kind: str) -> Callable[[np.ndarray, float, float, Workspace], np.ndarray]:
+    """The in-place transform of recipe ``kind``: words to float64 values (see :mod:`._transforms`)."""
     from . import _transforms
 
-    if kind == "uniform":
-        values = _transforms.uniform(words, a, b, ws)
-    elif kind == "normal":
-        values = _transforms.normal(words, a, b, ws)
-    elif kind == "truncated_normal":
-        values = _transforms.truncated_normal(words, a, b, ws)
-    else:
+    kernels = {"uniform": _transforms.uniform, "normal": _transforms.normal,
+               "truncated_normal": _transforms.truncated_normal}
+    if kind not in kernels:
         raise ValueError(f"unknown recipe kind {kind!r}")
-    _store(values, out, dtype, ws)
+    return kernels[kind]
 
 
 def _fill_piece(
     recipe: Recipe, key: tuple[int, int], start: int, out: np.ndarray, dtype: str,
     progress: Callable[[int], None] | None,
 ) -> None:
+    """Fill ``out`` block by block: the words become values in place and are stored."""
     n = out.shape[0]
-    block = BLOCK
-    ws = _workspace(min(n, block))
+    kernel = _kernel(recipe.kind)
+    ws = _workspace(min(n, BLOCK))
     stream = _random.Stream(key, start)
     try:
-        for lo in range(0, n, block):
-            hi = min(lo + block, n)
-            _fill_block(recipe.kind, recipe.a, recipe.b, stream.take(hi - lo), out[lo:hi], dtype, ws)
+        for lo in range(0, n, BLOCK):
+            hi = min(lo + BLOCK, n)
+            _store(kernel(stream.take(hi - lo), recipe.a, recipe.b, ws), out[lo:hi], dtype, ws)
             if progress is not None:
                 progress(hi - lo)
     finally:
@@ -202,7 +202,7 @@ def fill(
 
         out[...] = round_to(_orthogonal(key, shape, recipe.a).reshape(-1)[start:start + n], dtype)
     else:
-        threads = min(get_num_threads(), max(1, n // MIN_PIECE))
+        threads = 1 if n < 2 * MIN_PIECE else min(get_num_threads(), n // MIN_PIECE)
         if threads == 1:
             _fill_piece(recipe, key, start, out, dtype, progress)
             return

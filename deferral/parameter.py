@@ -577,18 +577,18 @@ def _choose(initializer: _init.Initializer | None, param: Parameter, default_onl
 def _layer_known(param: Parameter) -> bool:
     """Whether every parameter of ``param``'s layer has a known shape (it materializes as a whole)."""
     group = param._group.values() if param._group is not None else (param,)
-    return all(p.shape_known for p in group)
+    return not any(-1 in p._shape for p in group)
 
 
 def _apply(params: Mapping[str, Parameter], intents: Mapping[str, Intent], itemsize: int) -> None:
     """Make the new values of every parameter whose layer is fully shaped, then swap all in."""
-    ready = [path for path, p in params.items() if _layer_known(p)]
-    total = sum(params[path].size or 0 for path in ready) * itemsize
+    ready = [(path, p, (p.size or 0) * itemsize) for path, p in params.items() if _layer_known(p)]
+    total = sum(nbytes for _, _, nbytes in ready)
     with _progress.task("deferral: materializing", total or None), transaction():
         values = {}
+        # SIGINT is held back per window of work, the swap included (it must not be torn).
         with _lifecycle.deferred_in_windows() as window:
-            for path in ready:
-                param = params[path]
+            for path, param, nbytes in ready:
                 values[path] = _lifecycle.new_values(param, intents[path], guard=False)
-                window.step((param.size or 0) * itemsize)
-        _lifecycle.swap([(p, intents[path], p._shape, values.get(path)) for path, p in params.items()])
+                window.step(nbytes)
+            _lifecycle.swap([(p, intents[path], p._shape, values.get(path)) for path, p in params.items()])

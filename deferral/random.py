@@ -108,31 +108,18 @@ class Stream:
     """
 
     def __init__(self, key: tuple[int, int], start: int = 0) -> None:
-        import numpy as np
-
-        first_block = start // 4
-        # numpy's Philox increments its counter before producing a block.
-        counter = (first_block - 1) % (1 << 256)
-        state: dict[str, Any] = {
-            "bit_generator": "Philox",
-            "state": {
-                "counter": np.array([(counter >> (64 * i)) & _MASK64 for i in range(4)], dtype=np.uint64),
-                "key": np.array(key, dtype=np.uint64),
-            },
-            "buffer": np.zeros(4, dtype=np.uint64),
-            "buffer_pos": 4,
-            "has_uint32": 0,
-            "uinteger": 0,
-        }
         # Constructing a Philox costs ~10 us (it draws OS entropy it then ignores); setting
-        # the state of this thread's idle one costs ~1.5 us. A Stream holds it until close().
-        spare = getattr(_local, "philox", None)
-        if spare is not None:
-            _local.philox = None
-            spare.state = state
-            self._bitgen = spare
+        # the state of this thread's idle one, from a state dict kept with it, ~1 us. A
+        # Stream holds the generator until close().
+        spare: _Generator | None = getattr(_local, "philox", None)
+        if spare is None:
+            spare = _Generator()
         else:
-            self._bitgen = np.random.Philox(counter=state["state"]["counter"], key=state["state"]["key"])
+            _local.philox = None
+        first_block = start // 4
+        spare.seek(key, _counter_words(first_block))
+        self._spare = spare
+        self._bitgen = spare.bitgen
         skip = start - 4 * first_block
         if skip:
             self._bitgen.random_raw(skip)
@@ -144,7 +131,43 @@ class Stream:
     def close(self) -> None:
         """Hand the generator back to this thread for the next Stream (optional)."""
         if getattr(_local, "philox", None) is None:
-            _local.philox = self._bitgen
+            _local.philox = self._spare
+
+
+class _Generator:
+    """A NumPy Philox and the state dict that positions it (arrays rewritten in place)."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.bitgen = np.random.Philox(0)
+        self._counter = np.zeros(4, dtype=np.uint64)
+        self._key = np.zeros(2, dtype=np.uint64)
+        self._state: Any = {  # numpy types it as a private TypedDict
+            "bit_generator": "Philox",
+            "state": {"counter": self._counter, "key": self._key},
+            "buffer": np.zeros(4, dtype=np.uint64),
+            "buffer_pos": 4,  # the buffer is empty: the next word comes from a new block
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+
+    def seek(self, key: tuple[int, int], counter: tuple[int, int, int, int]) -> None:
+        """Key the generator with ``key``; its next block is the one after ``counter``."""
+        self._key[:] = key
+        self._counter[:] = counter
+        self.bitgen.state = self._state  # copied into the generator
+
+
+@functools.lru_cache(maxsize=256)
+def _counter_words(first_block: int) -> tuple[int, int, int, int]:
+    """The counter to give NumPy's Philox for block ``first_block`` to come next, as 4 words.
+
+    NumPy's Philox increments its counter before producing a block.
+    """
+    counter = (first_block - 1) % (1 << 256)
+    w0, w1, w2, w3 = ((counter >> (64 * i)) & _MASK64 for i in range(4))
+    return w0, w1, w2, w3
 
 
 def raw_words(key: tuple[int, int], start: int, stop: int) -> np.ndarray:

@@ -91,7 +91,8 @@ def test_memory_forward_import_rows(tiny: tuple) -> None:
 def test_printed_tables(tiny: tuple) -> None:
     proc, results, _ = tiny
     out = proc.stdout
-    for title in ("Machine", "0. Generator rates", "0b. Generator targets", "1. Materialization time", "1c. Materialization sweep", "2. Peak memory",
+    for title in ("Machine", "0. Generator rates", "0b. Generator targets", "1. Materialization time", "1c. Materialization sweep",
+                  "1d. Small tensors", "2. Peak memory",
                   "3. Forward pass", "4. `import deferral`", "Targets:"):
         assert title in out, title
     for column in ("deferral", "native default init", "ratio", "target", "verdict", "deferred path",
@@ -99,10 +100,12 @@ def test_printed_tables(tiny: tuple) -> None:
         assert column in out, column
     targets = out[out.index("Targets:"):].splitlines()
     verdicts = [line for line in targets if " PASS " in line or " MISS " in line]
-    # generator rates, import (+ no framework), one per materialized model, one memory case,
-    # four forward cases
+    # generator rates, import (+ no framework), one per materialized model, one per backend of
+    # the small-tensor row, one memory case, four forward cases
     rates = 1 + 4 + (1 if "flax" in results["rates"] else 0)  # NumPy only: no ratios to torch
-    assert len(verdicts) == rates + 2 + len(results["materialize"]) + 1 + 4, verdicts
+    small = len(results["small"])
+    assert small == len(results["meta"]["backends"]) and all(r["generation_ns"] > 0 for r in results["small"])
+    assert len(verdicts) == rates + 2 + len(results["materialize"]) + small + 1 + 4, verdicts
 
 
 def test_docs_page_and_rerender(tiny: tuple, tmp_path: Path) -> None:

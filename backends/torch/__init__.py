@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import deferral
+from deferral._fill import aligned_empty, host_dtype
 from deferral.hookspec import BackendInfo, MaterializeRequest
 
 if TYPE_CHECKING:
@@ -159,7 +160,6 @@ def _host_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
     otherwise (``torch.from_numpy`` rejects or warns about the rest).
     """
     import numpy as np
-    import torch
 
     from deferral._dtypes import round_to
 
@@ -168,8 +168,16 @@ def _host_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
         array = round_to(np.asarray(array, dtype=np.float64), dtype)
     if not (array.flags.writeable and array.flags.c_contiguous):
         array = np.array(array, order="C")
+    return _adopt(array, dtype)
+
+
+def _adopt(array: np.ndarray, dtype: str) -> torch.Tensor:
+    """The CPU tensor sharing the memory of ``array``: writable, C-contiguous, of ``dtype``'s
+    host dtype (uint16 bits for bfloat16)."""
+    import torch
+
     if dtype == "bfloat16":
-        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(array.view("int16")).view(torch.bfloat16)
     return torch.from_numpy(array)
 
 
@@ -189,7 +197,10 @@ def native_generation(device_type: str, kind: str) -> bool:
         >>> native_generation("cuda", "orthogonal")  # a QR factorisation: always on the host
         False
     """
-    mode = os.environ.get(NATIVE_ENV, "").strip().lower()
+    mode = os.environ.get(NATIVE_ENV)
+    if not mode:  # unset: the common case, decided without string work
+        return kind in _NATIVE_KINDS and device_type != "cpu"
+    mode = mode.strip().lower()
     if mode not in ("", "auto", "0", "1"):
         raise ValueError(
             f"{NATIVE_ENV} must be 0 (values from the host), 1 (generated on every device, the CPU "
@@ -216,13 +227,11 @@ def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
     """
     import torch
 
-    from deferral._fill import aligned_empty, host_dtype
-
-    device_type = request.device.split(":")[0]
+    device_type = "cpu" if request.device == "cpu" else request.device.split(":")[0]
     if device_type == "cpu" and not native_generation("cpu", request.recipe.kind):
         host = aligned_empty(request.shape, host_dtype(request.dtype))
         request.fill_host(host)
-        return torch.nn.Parameter(_host_tensor(host, request.dtype), requires_grad=request.trainable)
+        return torch.nn.Parameter(_adopt(host, request.dtype), requires_grad=request.trainable)
     values = torch.empty(request.shape, dtype=_torch_dtype(request.dtype), device=request.device)
     if native_generation(device_type, request.recipe.kind):
         from . import _native
