@@ -14,6 +14,7 @@ from . import nn as nn
 from . import ops as ops
 from ._fill import get_num_threads as get_num_threads
 from ._fill import set_num_threads as set_num_threads
+from ._materialize import materialize as materialize
 from ._native import native as native
 from ._progress import get_progress as get_progress
 from ._progress import set_progress as set_progress
@@ -26,6 +27,7 @@ from .errors import CheckpointError as CheckpointError
 from .errors import DeferralError as DeferralError
 from .errors import DeferredInitializationError as DeferredInitializationError
 from .errors import InitializerError as InitializerError
+from .errors import MaterializeError as MaterializeError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
 from .parameter import Parameter as Parameter
@@ -46,6 +48,7 @@ __all__ = [
     "DeferralError",
     "DeferredInitializationError",
     "InitializerError",
+    "MaterializeError",
     "Parameter",
     "ParameterDict",
     "ShapeMismatchError",
@@ -60,6 +63,7 @@ __all__ = [
     "hookimpl",
     "init",
     "load_backend",
+    "materialize",
     "native",
     "nn",
     "ops",

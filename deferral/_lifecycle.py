@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .hookspec import MaterializeRequest
     from .parameter import Intent, Parameter
 
 __all__ = ["LOCK", "SHAPE_ONLY", "complete", "materialize", "record", "signals_deferred", "swap",
@@ -178,15 +179,13 @@ def complete(param: Parameter, shape: Shape) -> None:
     _invalidate(param)
 
 
-def new_values(param: Parameter, intent: Intent) -> Any:
-    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing."""
+def request_for(param: Parameter, intent: Intent) -> MaterializeRequest:
+    """What a backend needs to make ``param``'s values under ``intent`` (its shape must be known)."""
     from . import init as _init
     from . import random as _random
-    from . import registry
     from .hookspec import MaterializeRequest
 
-    backend = registry.load_backend(intent.backend)
-    request = MaterializeRequest(
+    return MaterializeRequest(
         name=intent.path,
         shape=param._shape,
         dtype=intent.dtype,
@@ -195,8 +194,15 @@ def new_values(param: Parameter, intent: Intent) -> Any:
         key=_random.derive_key(intent.seed, intent.path),
         recipe=(intent.init or _init.XavierUniform()).recipe(param._shape),
     )
+
+
+def new_values(param: Parameter, intent: Intent) -> Any:
+    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing."""
+    from . import registry
+
+    request = request_for(param, intent)
     with signals_deferred():
-        return backend.materialize(request)
+        return registry.load_backend(intent.backend).materialize(request)
 
 
 def materialize(params: Iterable[Parameter]) -> None:

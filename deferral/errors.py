@@ -14,6 +14,7 @@ __all__ = [
     "DeferralError",
     "DeferredInitializationError",
     "InitializerError",
+    "MaterializeError",
     "ShapeMismatchError",
 ]
 
@@ -50,3 +51,8 @@ class CheckpointError(DeferralError, ValueError):
 
 class InitializerError(DeferralError, ValueError):
     """An initializer was created with impossible arguments, or cannot be resolved."""
+
+
+class MaterializeError(DeferralError, ValueError):
+    """``deferral.materialize`` cannot fill a model as asked (it already holds values, or its
+    names or layout are not ones deferral can fill)."""

@@ -1,0 +1,145 @@
+"""Sharded materialization for the torch backend: DTensor placements as deferral regions.
+
+A parameter of a module wrapped by FSDP2 (``fully_shard``) or tensor parallelism
+(``parallelize_module``) is a ``DTensor``: each rank holds a local tensor, and its placements
+(``Shard(d)``, ``Replicate()``, ``_StridedShard(d, split_factor)`` on each mesh dimension)
+say which elements of the full parameter it holds. This module only translates those
+placements into backend-neutral :class:`deferral._regions.Layout` values; the core computes
+the region (:func:`deferral._regions.region`) and :func:`deferral_torch.fill_tensor`
+generates exactly its elements, on the local tensor's device. Nothing is broadcast or gathered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from deferral._regions import Layout, Region, region
+from deferral.errors import MaterializeError
+
+if TYPE_CHECKING:
+    from deferral.hookspec import MaterializeRequest
+
+__all__ = ["fill_parameter", "layouts", "materialize_module", "region_of"]
+
+
+def _dtensor_type() -> type | None:
+    """``DTensor`` when torch.distributed is built in (importing it costs nothing then)."""
+    if not torch.distributed.is_available():
+        return None
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
+
+
+def layouts(name: str, placements: Any) -> tuple[Layout, ...]:
+    """DTensor placements as deferral layouts (one per mesh dimension).
+
+    Raises:
+        MaterializeError: for a placement that holds no plain slice of the values (``Partial``:
+            each rank holds a summand) or one deferral does not know.
+    """
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.placement_types import _StridedShard
+
+    out = []
+    for placement in placements:
+        if isinstance(placement, _StridedShard):
+            out.append(Layout("strided", placement.dim, placement.split_factor))
+        elif isinstance(placement, Shard):
+            out.append(Layout("shard", placement.dim))
+        elif isinstance(placement, Replicate):
+            out.append(Layout("replicate"))
+        else:
+            raise MaterializeError(
+                f"materialize: {name!r} has placement {placement!r}; deferral fills Shard(d), "
+                "Replicate() and _StridedShard placements (a Partial tensor holds summands, not "
+                "values). Initialize it replicated or sharded, then redistribute."
+            )
+    return tuple(out)
+
+
+def region_of(name: str, tensor: torch.Tensor) -> Region | None:
+    """The region of the full parameter that ``tensor``'s local storage holds on this rank.
+
+    ``None`` for a plain tensor (the whole parameter). A rank outside the DTensor's mesh holds
+    nothing (an empty region).
+    """
+    dtensor = _dtensor_type()
+    if dtensor is None or not isinstance(tensor, dtensor):
+        return None
+    shape = tuple(tensor.shape)
+    mesh = tensor.device_mesh
+    coordinate = mesh.get_coordinate()
+    if coordinate is None:
+        return Region(shape, tuple(() for _ in shape))
+    return region(shape, tuple(mesh.shape), tuple(coordinate), layouts(name, tensor.placements))
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    dtensor = _dtensor_type()
+    if dtensor is not None and isinstance(tensor, dtensor):
+        return tensor._local_tensor
+    return tensor
+
+
+def fill_parameter(tensor: torch.Tensor, request: MaterializeRequest) -> None:
+    """Fill ``tensor`` (a plain tensor, or this rank's part of a DTensor) with its recipe's values.
+
+    ``request`` describes the whole parameter; the region is read from ``tensor``'s
+    placements. The local storage is written in place (FSDP2 keeps views of it), through a
+    temporary of the local shape only when it is not contiguous.
+
+    Raises:
+        MaterializeError: when the tensor's global shape is not the request's, or for a
+            placement deferral cannot fill.
+    """
+    from . import fill_tensor
+
+    if tuple(tensor.shape) != tuple(request.shape):
+        raise MaterializeError(
+            f"materialize: {request.name!r} has shape {tuple(tensor.shape)} in the module but "
+            f"{tuple(request.shape)} in the deferral model. Mirror the model with deferral.native(net)."
+        )
+    local = _local(tensor)
+    wanted = dataclasses.replace(request, region=region_of(request.name, tensor))
+    with torch.no_grad():
+        if local.is_contiguous():
+            fill_tensor(local, wanted)
+        else:
+            staged = torch.empty(local.shape, dtype=local.dtype, device=local.device)
+            fill_tensor(staged, wanted)
+            local.copy_(staged)
+
+
+def materialize_module(module: torch.nn.Module, requests: Mapping[str, MaterializeRequest]) -> torch.nn.Module:
+    """Allocate ``module``'s local storage on the requests' device and fill every tensor.
+
+    ``module.to_empty`` allocates (FSDP2 and DTensor keep their own layouts through it); then
+    every parameter and buffer, named by its structural path, gets its values.
+
+    Raises:
+        MaterializeError: when the module's parameter and buffer names are not the model's
+            paths (missing or unexpected names are listed); nothing is allocated then.
+    """
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    missing = sorted(set(requests) - set(tensors))
+    extra = sorted(set(tensors) - set(requests))
+    if missing or extra:
+        raise MaterializeError(
+            f"materialize: the {type(module).__name__}'s tensors are not the deferral model's "
+            f"parameters. Missing: {', '.join(missing[:8]) or 'none'}; unexpected: "
+            f"{', '.join(extra[:8]) or 'none'}. Its state_dict keys must be the model's paths "
+            "(deferral.native(net) gives such a module)."
+        )
+    devices = {r.device for r in requests.values()}
+    module.to_empty(device=devices.pop() if devices else "cpu")
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    for name, tensor in tensors.items():
+        fill_parameter(tensor, requests[name])
+    return module
