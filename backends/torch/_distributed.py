@@ -23,7 +23,7 @@ from deferral.errors import MaterializeError
 if TYPE_CHECKING:
     from deferral.hookspec import MaterializeRequest
 
-__all__ = ["fill_parameter", "layouts", "materialize_module", "region_of"]
+__all__ = ["fill_parameter", "layouts", "materialize_module", "region_of", "save_parameters"]
 
 
 def _dtensor_type() -> type | None:
@@ -143,3 +143,55 @@ def materialize_module(module: torch.nn.Module, requests: Mapping[str, Materiali
     for name, tensor in tensors.items():
         fill_parameter(tensor, requests[name])
     return module
+
+
+def _gathered(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole parameter on every rank (a collective for a DTensor), on the CPU."""
+    dtensor = _dtensor_type()
+    if dtensor is not None and isinstance(tensor, dtensor):
+        tensor = tensor.full_tensor()
+    return tensor.detach().to("cpu")
+
+
+def save_parameters(module: torch.nn.Module, path: str, *, net: Any) -> None:
+    """Write a sharded module's parameters as one ordinary deferral file (``net.save_parameters``'s format).
+
+    Every rank calls it (each parameter is gathered in turn, a collective); rank 0 writes.
+    One parameter is whole at a time, so the extra memory is the largest parameter, never the
+    model. The file loads with ``load_parameters`` into an unsharded model, bit for bit.
+    """
+    import json
+    import os
+
+    from deferral._checkpoint import _CODES, _host
+    from deferral._dtypes import ITEMSIZE
+    from deferral._version import __version__
+    from deferral.random import SPEC_VERSION
+
+    params = dict(net.collect_params())
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    writer = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, p in params.items():
+        size = (p.size or 0) * ITEMSIZE[p.dtype]
+        header[name] = {"dtype": _CODES[p.dtype], "shape": list(p.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {
+        "format": "deferral", "deferral_version": __version__, "spec_version": str(SPEC_VERSION),
+        "seeds": json.dumps({n: p.seed for n, p in params.items()}),
+        "backends": json.dumps({n: p.backend for n, p in params.items()}),
+    }
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = f"{path}.tmp"
+    with open(tmp if writer else os.devnull, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little") + blob)
+        for name, p in params.items():
+            whole = _gathered(tensors[name])
+            if whole.dtype == torch.bfloat16:
+                whole = whole.float()
+            f.write(_host(whole.numpy(), p.dtype).tobytes())
+    if writer:
+        os.replace(tmp, path)
