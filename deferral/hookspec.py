@@ -148,6 +148,9 @@ class MaterializeRequest:
             ValueError: for an ``orthogonal`` recipe on part of a parameter: the factorisation
                 needs the whole matrix, which a shard must not allocate.
         """
+        if self.region is None:
+            self.fill_host(out)
+            return
         self.require_whole_for_orthogonal()
         flat = out.reshape(-1)
         for start, runs in self.batches():

@@ -245,17 +245,12 @@ def _copy_in_chunks(values: torch.Tensor, request: MaterializeRequest) -> None:
     """Fill ``values`` (any device) chunk by chunk from the host reference."""
     import numpy as np
 
-    from deferral._fill import host_dtype
-
     request.require_whole_for_orthogonal()
     flat = values.view(-1)
     for start, runs in request.batches(CHUNK_ELEMENTS):
-        host = np.empty(sum(n for _, n in runs), dtype=host_dtype(request.dtype))
-        done = 0
-        for offset, length in runs:
-            request.fill_host(host[done:done + length], offset)
-            done += length
-        flat[start:start + done].copy_(_host_tensor(host, request.dtype))
+        parts = [request.host_values(offset, offset + length) for offset, length in runs]
+        host = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        flat[start:start + host.size].copy_(_host_tensor(host, request.dtype))
 
 
 @deferral.hookimpl
