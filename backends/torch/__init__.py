@@ -215,10 +215,10 @@ def fill_tensor(values: torch.Tensor, request: MaterializeRequest) -> None:
 
     ``values`` is a contiguous tensor of ``request.local_shape`` and dtype. Where
     :func:`native_generation` says so (by default: uniform, normal and truncated normal on
-    any device but the CPU), and for any part of a parameter (a shard: its runs are
-    generated in one vectorized pass, however short), the values are generated on the device
-    in bounded chunks by ``deferral_torch._native.fill``. Otherwise, on the CPU the reference
-    path writes straight into the tensor's memory (no second copy); on another device each
+    any device but the CPU), the values are generated on the device in bounded chunks by
+    ``deferral_torch._native.fill`` (a shard's runs, however short, in one vectorized pass
+    per chunk). Otherwise, on the CPU the reference path writes straight into the tensor's
+    memory (no second copy), run by run for a shard; on another device each
     chunk of :data:`CHUNK_ELEMENTS` values is computed on the host and copied in, so the extra
     memory is one chunk. Every way gives the NumPy backend's bits. A ``meta`` tensor is left
     as it is.
@@ -226,11 +226,9 @@ def fill_tensor(values: torch.Tensor, request: MaterializeRequest) -> None:
     import numpy as np
     import torch
 
-    kind = request.recipe.kind
-    part = request.region is not None and not request.region.is_full
     if values.device.type == "meta":
         return
-    if native_generation(values.device.type, kind) or (part and kind in _NATIVE_KINDS):
+    if native_generation(values.device.type, request.recipe.kind):
         from . import _native
 
         _native.fill(values, request)
