@@ -1,7 +1,8 @@
 """One rank of the sharded-initialization checks (tests/test_sharded.py starts one process per rank).
 
 Usage: ``python tests/sharded_worker.py JOB RANK WORLD STORE_DIR`` with ``JOB`` one of
-:data:`JOBS`. Every check compares real bits: the ``full_tensor()`` of each parameter and buffer of
+:data:`JOBS` (``layouts``: gloo on the CPU; ``cuda``: NCCL, one GPU per rank, the same layout checks
+with each shard generated on its GPU). Every check compares real bits: the ``full_tensor()`` of each parameter and buffer of
 a module sharded with FSDP2 and/or tensor parallelism, materialized by ``deferral.materialize``,
 against single-process ``initialize(seed)`` of the same deferral model. A failing check raises,
 so the process exits non-zero and the test prints its traceback.
@@ -90,7 +91,7 @@ def check_identical(module: torch.nn.Module, ref: dict[str, torch.Tensor], where
     state.update(module.named_buffers())
     assert set(state) == set(ref), (where, sorted(state), sorted(ref))
     for name, tensor in state.items():
-        got = full(tensor).detach()
+        got = full(tensor).detach().cpu()
         want = ref[name]
         assert got.dtype == want.dtype and got.shape == want.shape, (where, name, got.dtype, got.shape)
         assert torch.equal(got.view(-1).view(torch.int16 if got.dtype == torch.bfloat16 else got.dtype),
@@ -103,18 +104,18 @@ def tp_plan() -> dict[str, object]:
     return {"0": ColwiseParallel(), "1": RowwiseParallel(), "3": ColwiseParallel(), "4": RowwiseParallel()}
 
 
-def sharded(layout: str, dtype: str, world: int) -> tuple[nn.Sequential, Mirror]:
+def sharded(layout: str, dtype: str, world: int, kind: str = "cpu") -> tuple[nn.Sequential, Mirror]:
     """A meta module laid out as ``layout`` ("fsdp", "tp" or "fsdp_tp" on a 2 x world/2 mesh)."""
     net, module = meta_pair(dtype)
     if layout == "fsdp":
-        mesh = init_device_mesh("cpu", (world,))
+        mesh = init_device_mesh(kind, (world,))
         for name in ("0", "1", "3", "4"):
             fully_shard(getattr(module, name), mesh=mesh)
         fully_shard(module, mesh=mesh)
     elif layout == "tp":
-        parallelize_module(module, init_device_mesh("cpu", (world,)), tp_plan())
+        parallelize_module(module, init_device_mesh(kind, (world,)), tp_plan())
     else:
-        mesh = init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("dp", "tp"))
+        mesh = init_device_mesh(kind, (2, world // 2), mesh_dim_names=("dp", "tp"))
         parallelize_module(module, mesh["tp"], tp_plan())
         for name in ("0", "1", "3", "4"):
             fully_shard(getattr(module, name), mesh=mesh["dp"])
@@ -122,20 +123,32 @@ def sharded(layout: str, dtype: str, world: int) -> tuple[nn.Sequential, Mirror]
     return net, module
 
 
-def layouts_job(rank: int, world: int, store: str) -> None:
-    """FSDP-only, TP-only and (at 4 ranks) FSDP x TP, float32 and bfloat16."""
+def check_layouts(world: int, kind: str, device: str) -> int:
+    """FSDP-only, TP-only and (at 4 ranks) FSDP x TP, float32 and bfloat16; returns the tensors checked."""
     layouts = ["fsdp", "tp"] + (["fsdp_tp"] if world == 4 else [])
     checked = 0
     for dtype in ("float32", "bfloat16"):
         ref = reference(dtype)
         for layout in layouts:
-            net, module = sharded(layout, dtype, world)
+            net, module = sharded(layout, dtype, world, kind)
             assert all(p.is_meta for p in module.parameters())
             if layout == "fsdp_tp":
                 placements = {type(p).__name__ for p in module.get_parameter("0.weight").placements}
                 assert "_StridedShard" in placements, placements
-            deferral.materialize(module, device="cpu", net=net)
-            checked += check_identical(module, ref, f"{layout}/{dtype}/world {world}")
+            deferral.materialize(module, device=device, net=net)
+            checked += check_identical(module, ref, f"{layout}/{dtype}/world {world} on {device}")
+    return checked
+
+
+def cuda_job(rank: int, world: int, store: str) -> None:
+    """The layout checks with NCCL, each shard generated on its own GPU (the reference is the CPU's)."""
+    checked = check_layouts(world, "cuda", f"cuda:{rank}")
+    print(f"rank {rank}: {checked} tensors identical", flush=True)
+
+
+def layouts_job(rank: int, world: int, store: str) -> None:
+    """The layout checks on the CPU, DDP identity, and the checkpoint and memory checks."""
+    checked = check_layouts(world, "cpu", "cpu")
     ddp_identity(world)
     if world == 2:
         save_for_resharding(store)
@@ -240,13 +253,15 @@ def memory_check(rank: int, world: int) -> None:
     print(f"rank {rank}: {full_bytes >> 20} MiB model under a {headroom >> 20} MiB limit", flush=True)
 
 
-JOBS: dict[str, Callable[[int, int, str], None]] = {"layouts": layouts_job}
+JOBS: dict[str, Callable[[int, int, str], None]] = {"layouts": layouts_job, "cuda": cuda_job}
 
 
 def main() -> None:
     job, rank, world, store = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{os.path.join(store, f'rendezvous-{job}-{world}')}",
+    if job == "cuda":
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if job == "cuda" else "gloo", init_method=f"file://{os.path.join(store, f'rendezvous-{job}-{world}')}",
                             rank=rank, world_size=world)
     try:
         JOBS[job](rank, world, store)

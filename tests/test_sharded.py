@@ -8,6 +8,7 @@ BatchNorm buffers bit for bit against single-process ``initialize``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import random
@@ -279,13 +280,13 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"store": tmp_path_factory.mktemp("sharded"), "done": set()}
 
 
-def _run(jobs: dict[str, object], world: int) -> None:
-    done: set[int] = jobs["done"]  # type: ignore[assignment]
-    if world in done:
+def _run(jobs: dict[str, object], world: int, job: str = "layouts") -> None:
+    done: set[tuple[str, int]] = jobs["done"]  # type: ignore[assignment]
+    if (job, world) in done:
         return
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1",
                DEFERRAL_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, str(WORKER), "layouts", str(rank), str(world), str(jobs["store"])],
+    procs = [subprocess.Popen([sys.executable, str(WORKER), job, str(rank), str(world), str(jobs["store"])],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for rank in range(world)]
     outputs = []
@@ -293,7 +294,7 @@ def _run(jobs: dict[str, object], world: int) -> None:
         for proc in procs:
             outputs.append(proc.communicate(timeout=JOB_TIMEOUT)[0])
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the world-{world} job did not finish within {JOB_TIMEOUT} s")
+        pytest.fail(f"the world-{world} {job} job did not finish within {JOB_TIMEOUT} s")
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -302,7 +303,7 @@ def _run(jobs: dict[str, object], world: int) -> None:
     failed = [(rank, out) for rank, (proc, out) in enumerate(zip(procs, outputs)) if proc.returncode]
     assert not failed, "\n".join(f"rank {rank}:\n{out[-4000:]}" for rank, out in failed)
     assert all("tensors identical" in out for out in outputs), outputs
-    done.add(world)
+    done.add((job, world))
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
@@ -314,3 +315,31 @@ def test_sharded_full_tensors_equal_single_process_initialize(world: int, jobs: 
     if world == 3:
         _run(jobs, 2)  # its checkpoint is loaded at world 3
     _run(jobs, world)
+
+
+def test_nccl_shards_generated_on_each_gpu_equal_single_process_initialize(jobs: dict[str, object]) -> None:
+    """The layout checks with NCCL, one GPU per rank (as many ranks as GPUs, at most 4)."""
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and torch.distributed.is_available() and torch.distributed.is_nccl_available()):
+        pytest.skip("needs CUDA and NCCL")
+    _run(jobs, min(4, torch.cuda.device_count()), "cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_shard_generated_on_cuda_has_the_cpu_bits(dtype: str) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from deferral_torch import fill_tensor
+
+    shape = (33, 70)
+    for kind in ("uniform", "normal", "truncated_normal"):
+        recipe = init.Recipe(kind, -1.0 if kind == "uniform" else 0.5, 1.0)
+        for coord in range(3):
+            r = region(shape, (3,), (coord,), (Layout("shard", 1),))
+            cpu = torch.empty(r.local_shape, dtype=getattr(torch, dtype))
+            fill_tensor(cpu, _request(recipe, shape, dtype, r))
+            gpu = torch.empty(r.local_shape, dtype=cpu.dtype, device="cuda")
+            fill_tensor(gpu, dataclasses.replace(_request(recipe, shape, dtype, r), device="cuda:0"))
+            view = torch.int16 if dtype == "bfloat16" else cpu.dtype
+            assert torch.equal(gpu.cpu().view(view), cpu.view(view)), (kind, coord)
