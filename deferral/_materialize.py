@@ -14,7 +14,7 @@ world size and layout.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _lifecycle
 from ._native import _bound_backend as bound_backend
@@ -23,7 +23,7 @@ from .errors import DeferredInitializationError, MaterializeError
 if TYPE_CHECKING:
     from .hookspec import MaterializeRequest
     from .nn import Block
-    from .parameter import Parameter
+    from .parameter import Intent, Parameter
     from .registry import Backend
 
 __all__ = ["materialize"]
@@ -103,10 +103,12 @@ def _requests(net: Block, backend: Backend, device: Any) -> dict[str, Materializ
     params = dict(net.collect_params())
     _unknown(params)
     target = backend.canonical_device(device)
-    return {
-        name: dataclasses.replace(_lifecycle.request_for(p, p._intent), device=target)  # type: ignore[arg-type]
-        for name, p in params.items()
-    }
+    return {name: _lifecycle.request_for(p, _moved(p, target)) for name, p in params.items()}
+
+
+def _moved(param: Parameter, device: str) -> Intent:
+    """``param``'s intent on ``device`` (:func:`_unknown` refused parameters without one)."""
+    return dataclasses.replace(cast("Intent", param._intent), device=device)
 
 
 def _materialize_block(net: Block, device: Any) -> Block:
@@ -125,7 +127,7 @@ def _materialize_block(net: Block, device: Any) -> Block:
     changes = []
     with _lifecycle.transaction():
         for p in params.values():
-            intent = dataclasses.replace(p._intent, device=target)  # type: ignore[arg-type]
+            intent = _moved(p, target)
             changes.append((p, intent, p.shape, _lifecycle.new_values(p, intent)))
         _lifecycle.swap(changes)
     return net

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["fill_parameter", "layouts", "materialize_module", "region_of", "save_parameters"]
 
 
-def _dtensor_type() -> type | None:
+def _dtensor_type() -> Any:
     """``DTensor`` when torch.distributed is built in (importing it costs nothing then)."""
     if not torch.distributed.is_available():
         return None
