@@ -66,6 +66,23 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: Elements per chunk when a backend fills a parameter piecewise (4 Mi: 16 MiB of float32).
 CHUNK_ELEMENTS = 1 << 22
+#: Elements whose generation costs about as much as starting the stream at a new offset
+#: (:meth:`MaterializeRequest.fill_local` generates a covering span where that is cheaper).
+RUN_COST = 4096
+#: The widest span of global offsets :meth:`MaterializeRequest.fill_local` generates at once.
+SPAN_ELEMENTS = 1 << 20
+
+
+def _groups(runs: list[tuple[int, int]], span: int) -> Iterator[list[tuple[int, int]]]:
+    """Consecutive runs in groups whose offsets span at most ``span`` (a longer run: alone)."""
+    group: list[tuple[int, int]] = []
+    for offset, length in runs:
+        if group and offset + length - group[0][0] > span:
+            yield group
+            group = []
+        group.append((offset, length))
+    if group:
+        yield group
 
 #: Every floating dtype name the core knows, in the library's canonical spelling.
 DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -142,21 +159,39 @@ class MaterializeRequest:
         return (self.region or Region.full(self.shape)).batches(elements)
 
     def fill_local(self, out: np.ndarray) -> None:
-        """Write the local elements (the region's, or all) into the flat host array ``out``, run by run.
+        """Write the local elements (the region's, or all) into the flat host array ``out``.
+
+        Runs are taken in groups spanning at most :data:`SPAN_ELEMENTS` global offsets. A long
+        run is generated in place (by several threads when large). Short runs close together (a
+        column shard: one run per row) are generated as the span covering their group, then
+        picked out: starting the stream at a new offset costs about as much as :data:`RUN_COST`
+        elements, so a span is generated whenever it wastes fewer than that per run. The
+        temporaries stay below two spans.
 
         Raises:
             ValueError: for an ``orthogonal`` recipe on part of a parameter: the factorisation
                 needs the whole matrix, which a shard must not allocate.
         """
+        import numpy as np
+
         if self.region is None:
             self.fill_host(out)
             return
         self.require_whole_for_orthogonal()
         flat = out.reshape(-1)
         for start, runs in self.batches():
-            for offset, length in runs:
-                self.fill_host(flat[start:start + length], offset)
-                start += length
+            for group in _groups(runs, SPAN_ELEMENTS):
+                total = sum(length for _, length in group)
+                first, last = group[0][0], group[-1][0] + group[-1][1]
+                if len(group) > 1 and last - first <= total + RUN_COST * len(group):
+                    span = self.host_values(first, last)
+                    flat[start:start + total] = np.concatenate([span[o - first:o - first + n] for o, n in group])
+                else:
+                    done = start
+                    for offset, length in group:
+                        self.fill_host(flat[done:done + length], offset)
+                        done += length
+                start += total
 
     def require_whole_for_orthogonal(self) -> None:
         """Raise ``ValueError`` for an ``orthogonal`` recipe asked for part of a parameter."""

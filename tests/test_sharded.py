@@ -95,8 +95,14 @@ def _request(recipe: init.Recipe, shape: tuple[int, ...], dtype: str = "float32"
                               key=derive_key(5, "w"), recipe=recipe, region=r)
 
 
+@pytest.mark.parametrize("run_cost", [0, 4096])  # 0: every run alone; 4096: spans of short runs
 @pytest.mark.parametrize("kind", ["uniform", "normal", "truncated_normal", "constant"])
-def test_fill_local_on_the_host_is_the_slice_of_the_whole(kind: str) -> None:
+def test_fill_local_on_the_host_is_the_slice_of_the_whole(kind: str, run_cost: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import deferral.hookspec
+
+    monkeypatch.setattr(deferral.hookspec, "RUN_COST", run_cost)
+    monkeypatch.setattr(deferral.hookspec, "SPAN_ELEMENTS", 40)  # several groups per batch
     shape = (7, 5, 3)
     recipe = init.Recipe(kind, -0.5 if kind == "uniform" else 0.25, 0.5)
     whole = _request(recipe, shape).host_values().reshape(shape)
