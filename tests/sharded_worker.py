@@ -123,6 +123,18 @@ def sharded(layout: str, dtype: str, world: int, kind: str = "cpu") -> tuple[nn.
     return net, module
 
 
+def check_reset_idiom(world: int, kind: str, device: str) -> int:
+    """``module.to_empty(device=...)`` then filling in place (what the native modules'
+    ``reset_parameters`` does) gives the same bits as ``deferral.materialize``."""
+    from deferral._materialize import _requests
+    from deferral_torch._distributed import fill_module
+
+    net, module = sharded("fsdp_tp" if world == 4 else "fsdp", "float32", world, kind)
+    module.to_empty(device=device)
+    fill_module(module, _requests(net, deferral.load_backend("torch"), device))
+    return check_identical(module, reference("float32"), f"to_empty + fill in place, world {world}")
+
+
 def check_layouts(world: int, kind: str, device: str) -> int:
     """FSDP-only, TP-only and (at 4 ranks) FSDP x TP, float32 and bfloat16; returns the tensors checked."""
     layouts = ["fsdp", "tp"] + (["fsdp_tp"] if world == 4 else [])
@@ -137,7 +149,7 @@ def check_layouts(world: int, kind: str, device: str) -> int:
                 assert "_StridedShard" in placements, placements
             deferral.materialize(module, device=device, net=net)
             checked += check_identical(module, ref, f"{layout}/{dtype}/world {world} on {device}")
-    return checked
+    return checked + check_reset_idiom(world, kind, device)
 
 
 def cuda_job(rank: int, world: int, store: str) -> None:

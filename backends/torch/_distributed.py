@@ -23,7 +23,7 @@ from deferral.errors import MaterializeError
 if TYPE_CHECKING:
     from deferral.hookspec import MaterializeRequest
 
-__all__ = ["fill_parameter", "layouts", "materialize_module", "region_of", "save_parameters"]
+__all__ = ["fill_module", "fill_parameter", "layouts", "materialize_module", "region_of", "save_parameters"]
 
 
 def _dtensor_type() -> Any:
@@ -115,18 +115,14 @@ def fill_parameter(tensor: torch.Tensor, request: MaterializeRequest) -> None:
             local.copy_(staged)
 
 
-def materialize_module(module: torch.nn.Module, requests: Mapping[str, MaterializeRequest]) -> torch.nn.Module:
-    """Allocate ``module``'s local storage on the requests' device and fill every tensor.
-
-    ``module.to_empty`` allocates (FSDP2 and DTensor keep their own layouts through it); then
-    every parameter and buffer, named by its structural path, gets its values.
-
-    Raises:
-        MaterializeError: when the module's parameter and buffer names are not the model's
-            paths (missing or unexpected names are listed); nothing is allocated then.
-    """
+def _named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     tensors = dict(module.named_parameters())
     tensors.update(module.named_buffers())
+    return tensors
+
+
+def _check_names(module: torch.nn.Module, requests: Mapping[str, MaterializeRequest]) -> None:
+    tensors = _named_tensors(module)
     missing = sorted(set(requests) - set(tensors))
     extra = sorted(set(tensors) - set(requests))
     if missing or extra:
@@ -136,13 +132,38 @@ def materialize_module(module: torch.nn.Module, requests: Mapping[str, Materiali
             f"{', '.join(extra[:8]) or 'none'}. Its state_dict keys must be the model's paths "
             "(deferral.native(net) gives such a module)."
         )
+
+
+def fill_module(module: torch.nn.Module, requests: Mapping[str, MaterializeRequest]) -> torch.nn.Module:
+    """Fill every parameter and buffer of ``module`` that ``requests`` names, in place, where it lies.
+
+    No allocation: this is what ``reset_parameters()`` does after ``module.to_empty(device=...)``
+    (the FSDP2 recipe). Each rank writes only its local shards.
+
+    Raises:
+        MaterializeError: for a tensor that is not where its request says (shape, layout).
+    """
+    tensors = _named_tensors(module)
+    for name, request in requests.items():
+        if name in tensors:
+            fill_parameter(tensors[name], request)
+    return module
+
+
+def materialize_module(module: torch.nn.Module, requests: Mapping[str, MaterializeRequest]) -> torch.nn.Module:
+    """Allocate ``module``'s local storage on the requests' device and fill every tensor.
+
+    ``module.to_empty`` allocates (FSDP2 and DTensor keep their own layouts through it); then
+    :func:`fill_module` gives every parameter and buffer, named by its structural path, its values.
+
+    Raises:
+        MaterializeError: when the module's parameter and buffer names are not the model's
+            paths (missing or unexpected names are listed); nothing is allocated then.
+    """
+    _check_names(module, requests)
     devices = {r.device for r in requests.values()}
     module.to_empty(device=devices.pop() if devices else "cpu")
-    tensors = dict(module.named_parameters())
-    tensors.update(module.named_buffers())
-    for name, tensor in tensors.items():
-        fill_parameter(tensor, requests[name])
-    return module
+    return fill_module(module, requests)
 
 
 def _gathered(tensor: torch.Tensor) -> torch.Tensor:
@@ -169,8 +190,7 @@ def save_parameters(module: torch.nn.Module, path: str, *, net: Any) -> None:
     from deferral.random import SPEC_VERSION
 
     params = dict(net.collect_params())
-    tensors = dict(module.named_parameters())
-    tensors.update(module.named_buffers())
+    tensors = _named_tensors(module)
     writer = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     header: dict[str, Any] = {}
     offset = 0
