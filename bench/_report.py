@@ -10,6 +10,9 @@ __all__ = [
     "TARGETS",
     "Table",
     "cuda_table",
+    "gpt2_table",
+    "rate_verdicts",
+    "rates_tables",
     "forward_table",
     "import_table",
     "machine_table",
@@ -31,6 +34,14 @@ TARGETS = {
     "memory": 0.10,
     "forward": {1: 1.3, 256: 1.05},
     "import_s": 0.100,
+    # generator rates (section "rates"): fractions of a reference rate (at least) or ratios (at most)
+    "uniform_of_floor": 0.80,
+    "normal_of_uniform": 0.50,
+    "normal_vs_torch": 1.0,
+    "vs_flax": 1.0,
+    # GPT-2-small on torch (section "gpt2"): deferral / torch.nn
+    "gpt2_init": 0.8,
+    "gpt2_first_call": 1.0,
 }
 
 
@@ -73,6 +84,11 @@ def verdict(value: float, target: float, points: bool = False) -> tuple[str, str
     target that is itself a fraction (``points``), the difference in percentage points."""
     margin = f"{(value - target) * 100:+.1f} pts" if points else f"{(value / target - 1) * 100:+.0f}%"
     return ("PASS" if value <= target else "MISS"), margin
+
+
+def verdict_at_least(value: float, target: float) -> tuple[str, str]:
+    """('PASS'|'MISS', margin in percentage points) for a fraction that must reach ``target``."""
+    return ("PASS" if value >= target else "MISS"), f"{(value - target) * 100:+.1f} pts"
 
 
 # -- tables -------------------------------------------------------------------------------
@@ -233,6 +249,11 @@ def cuda_table(r: dict[str, Any]) -> Table:
                            "-" if s["of_theoretical"] is None else f"{s['of_theoretical']:.1%}",
                            f"{s['of_d2d_copy']:.1%}", f"{s['of_h2d_copy']:.1%}",
                            fmt_mib(s["peak_extra_bytes"])])
+    for row in r.get("kinds", []):
+        v, m = verdict_at_least(row["of_bandwidth"], row["target"])
+        t.rows.append([f"{row['kind']} float32, one parameter", row["way"], fmt_time(row["median_s"]),
+                       f"{row['GB/s']:.1f}", f"{row['of_bandwidth']:.1%} (target >= {row['target']:.0%}: {v} {m})",
+                       "-", "-", "bits identical" if row["bits_identical"] else "BITS DIFFER"])
     t.notes.append(
         f"theoretical bandwidth {'-' if theo is None else f'{theo:.0f} GB/s'} (driver: memory clock x bus "
         f"width x 2); measured device-to-device copy {r['d2d_copy_GBps']:.0f} GB/s (read + write); "
@@ -241,9 +262,90 @@ def cuda_table(r: dict[str, Any]) -> Table:
     return t
 
 
+_NORMALS = ("normal (Normal 0.02)", "truncated normal (TruncatedNormal 0.02)", "Kaiming normal", "Xavier normal")
+
+
+def _ns(rows: list[dict[str, Any]], label: str) -> float | None:
+    return next((r["ns_per_value"] for r in rows if r["label"] == label), None)
+
+
+def rate_verdicts(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(what, PASS|MISS, detail) for the generator-rate targets of the ``rates`` section."""
+    rows = r["rows"]
+    out = []
+    floor, uniform = _ns(rows, "Philox floor (numpy random_raw)"), _ns(rows, "deferral uniform (XavierUniform)")
+    if floor and uniform:
+        v, m = verdict_at_least(floor / uniform, TARGETS["uniform_of_floor"])
+        out.append(("uniform rate >= 80% of the Philox floor", v, f"{floor / uniform:.1%} ({m})"))
+    for label in _NORMALS:
+        ns = _ns(rows, f"deferral {label}")
+        if ns is None or uniform is None:
+            continue
+        v, m = verdict_at_least(uniform / ns, TARGETS["normal_of_uniform"])
+        out.append((f"{label} rate >= 50% of uniform's", v, f"{uniform / ns:.1%} ({m})"))
+        native = "trunc_normal_" if label.startswith("truncated") else "normal_"
+        theirs = _ns(rows, f"torch nn.init.{native}")
+        if theirs:
+            v, m = verdict(ns / theirs, TARGETS["normal_vs_torch"])
+            out.append((f"{label} vs torch nn.init.{native}", v, f"{ns / theirs:.3f} vs <= 1.0 ({m})"))
+    flax = r.get("flax", [])
+    ours, nnx = _ns(flax, "deferral Dense (TruncatedNormal), numpy backend"), _ns(flax, "Flax NNX nnx.Linear (default init)")
+    if ours and nnx:
+        v, m = verdict(ours / nnx, TARGETS["vs_flax"])
+        out.append(("truncated-normal Dense vs Flax NNX default init", v, f"{ours / nnx:.3f} vs <= 1.0 ({m})"))
+    return out
+
+
+def rates_tables(r: dict[str, Any]) -> list[Table]:
+    side, threads = r["side"], r["threads"]
+    t = Table(f"0. Generator rates and the machine's limits ({side}x{side} float32, {threads} threads on every side)",
+              ["what", "ns / value", "GB/s written", "rate / Philox floor", "kind"])
+    floor = _ns(r["rows"], "Philox floor (numpy random_raw)")
+    for row in [*r["rows"], *r.get("flax", [])]:
+        ns = row["ns_per_value"]
+        kind = "limit" if row["label"].startswith(("memory", "Philox")) else (
+            "deferral" if row["label"].startswith("deferral") else "native")
+        t.rows.append([row["label"], f"{ns:.2f}", f"{4 / ns:.2f}", "-" if not floor else f"{floor / ns:.1%}", kind])
+    t.notes.append(
+        "Medians, alternating. Limits: NumPy filling a float32 buffer (already touched, and freshly "
+        "allocated: the page faults a new parameter pays); the Philox floor is NumPy's C Philox4x64-10 "
+        "(random_raw, in the fill's blocks, one generator per thread) producing one word per value. "
+        "deferral = the reference path (deferral._fill.fill) into a preallocated buffer; torch = "
+        "nn.init on a preallocated tensor; Flax rows are per value of a Dense layer (weight + bias).")
+    if "flax_skipped" in r:
+        t.notes.append(f"Flax NNX and flax.linen skipped: {r['flax_skipped']}.")
+    v = Table("0b. Generator targets", ["target", "verdict", "value"])
+    v.rows = [list(x) for x in rate_verdicts(r)]
+    return [t, v]
+
+
+def gpt2_table(r: dict[str, Any]) -> Table:
+    if "skipped" in r:
+        return Table("6. GPT-2-small (124M) on torch", [""], [[f"skipped: {r['skipped']}"]])
+    t = Table(f"6. GPT-2-small ({fmt_count(r['params'])} parameters) on torch, {r['threads']} threads",
+              ["what", "deferral", "torch.nn", "ratio", "target", "verdict", "vs target"])
+    for key, label, target in (("init", "init (materialize every parameter)", TARGETS["gpt2_init"]),
+                               ("first_call", "init + first call", TARGETS["gpt2_first_call"])):
+        d, n = r[key]["deferral"]["median_s"], r[key]["native"]["median_s"]
+        v, m = verdict(d / n, target)
+        t.rows.append([label, fmt_time(d), fmt_time(n), fmt_ratio(d / n), f"<= {target}", v, m])
+    t.notes.append(r["note"])
+    return t
+
+
 def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(what, PASS|MISS, detail) for every targeted ratio."""
     out = []
+    if "rates" in results:
+        out.extend(rate_verdicts(results["rates"]))
+    for row in results.get("cuda", {}).get("kinds", []):
+        v, m = verdict_at_least(row["of_bandwidth"], row["target"])
+        out.append((f"CUDA {row['kind']} float32 [{row['way']}] of memory bandwidth", v, f"{row['of_bandwidth']:.1%} ({m})"))
+        if not row["bits_identical"]:
+            out.append((f"CUDA {row['kind']} [{row['way']}] bits", "MISS", "differ from the host reference"))
+    if "gpt2" in results and "skipped" not in results["gpt2"]:
+        t = gpt2_table(results["gpt2"])
+        out.extend((f"GPT-2-small {row[0]} [torch]", row[5], f"{row[3]} vs {row[4]} ({row[6]})") for row in t.rows)
     if "import" in results:
         r = results["import"]
         v, m = verdict(r["median_s"], TARGETS["import_s"])
@@ -273,6 +375,10 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         v, m = verdict(ratio, target)
         out.append((f"forward {row['model']['label']} batch {row['batch']} [{row['backend']}]", v,
                     f"{ratio:.3f} vs <= {target} ({m})"))
+    if results.get("native"):
+        from bench import _native_rows
+
+        out.extend(_native_rows.verdicts(results))
     return out
 
 
@@ -287,6 +393,8 @@ def summary_table(results: dict[str, Any]) -> Table:
 def tables(results: dict[str, Any]) -> list[Table]:
     """Every table, in the order of the report."""
     out = [machine_table(results)]
+    if "rates" in results:
+        out.extend(rates_tables(results["rates"]))
     if results.get("materialize") or results.get("pending"):
         out.extend(materialize_tables(results))
     if results.get("sweep"):
@@ -295,8 +403,14 @@ def tables(results: dict[str, Any]) -> list[Table]:
         out.append(memory_table(results))
     if results.get("forward"):
         out.extend(forward_table(results))
+    if results.get("native"):
+        from bench import _native_rows
+
+        out.append(_native_rows.table(results))
     if "import" in results:
         out.append(import_table(results["import"]))
+    if "gpt2" in results:
+        out.append(gpt2_table(results["gpt2"]))
     if "cuda" in results:
         out.append(cuda_table(results["cuda"]))
     out.append(summary_table(results))

@@ -15,6 +15,12 @@ GB/s is parameter bytes / median seconds. It is set against
   (the reference path) and copies them in, so this link bounds it.
 
 It also reports the peak device memory beyond the parameters (``torch.cuda.max_memory_allocated``).
+
+Per recipe family (float32 uniform, normal, truncated normal), one large parameter is
+generated on the device by the fused Triton kernel (where Triton is installed) and by the
+torch-ops fallback, in GB/s written and as a fraction of the device's memory bandwidth
+(targets: uniform >= 50%, the normal family >= 30%); slices at the start, middle and end are
+compared bit for bit with the host reference.
 """
 
 from __future__ import annotations
@@ -119,6 +125,45 @@ def _peak_extra(torch: Any, build: Any, param_bytes: int) -> int:
     return peak - base - param_bytes
 
 
+#: Recipe families of the per-kind rows: (kind, initializer name, argument, target fraction).
+KINDS = (("uniform", "Uniform", 0.05, 0.50), ("normal", "Normal", 0.02, 0.30),
+         ("truncated_normal", "TruncatedNormal", 0.02, 0.30))
+
+
+def _kind_rows(torch: Any, bandwidth: float, n: int, repeats: int) -> list[dict[str, Any]]:
+    """GB/s of generating ``n`` float32 values of each family on the device, fused and not."""
+    from deferral import init
+    from deferral.hookspec import MaterializeRequest
+    from deferral.random import derive_key
+    from deferral_torch import _native
+
+    out = torch.empty(n, dtype=torch.float32, device="cuda")
+    rows = []
+    for kind, name, arg, target in KINDS:
+        request = MaterializeRequest(name="w", shape=(n,), dtype="float32", device=str(out.device),
+                                     trainable=True, key=derive_key(0, kind),
+                                     recipe=getattr(init, name)(arg).recipe((n,)))
+
+        def way(fused: bool, request: Any = request) -> Any:
+            return lambda: (_native.fill(out, request, fused=fused), torch.cuda.synchronize())
+
+        ways = {"fused Triton kernel": way(True)} if _native.fused_kernel(out.device) else {}
+        ways["torch ops (fallback)"] = way(False)
+        identical = True
+        for fn in ways.values():
+            fn()
+            for start in (0, n // 2 - 1001, n - 65536):
+                host = request.host_values(start, start + 65536)
+                identical &= bool(out[start:start + 65536].cpu().numpy().tobytes() == host.tobytes())
+        stats = measure(ways, repeats=repeats, min_time=0.0, keep_results=False)
+        for label, st in stats.items():
+            gbs = 4 * n / st.median / 1e9
+            rows.append({"kind": kind, "way": label, **st.as_dict(), "GB/s": gbs,
+                         "of_bandwidth": gbs * 1e9 / bandwidth, "target": target,
+                         "bits_identical": identical})
+    return rows
+
+
 def run(repeats: int = 5, quick: bool = False) -> dict[str, Any]:
     """Measure, print and return the results; ``{"skipped": reason}`` without a CUDA device."""
     try:
@@ -159,7 +204,12 @@ def run(repeats: int = 5, quick: bool = False) -> dict[str, Any]:
                 "peak_extra_bytes": _peak_extra(torch, variants[name], spec.param_bytes),
             }
         rows.append(row)
+    bandwidth = theoretical if theoretical is not None else d2d
+    kinds = _kind_rows(torch, bandwidth, (1 << 26) if quick else (1 << 28), repeats)
+    torch.cuda.empty_cache()
     result = {
+        "kinds": kinds,
+        "bandwidth_source": "theoretical" if theoretical is not None else "measured D2D copy",
         "device": props.name,
         "total_memory_gib": props.total_memory / 2**30,
         "theoretical_GBps": None if theoretical is None else theoretical / 1e9,

@@ -4,11 +4,15 @@
                         [--markdown docs/performance.md] [--plot docs/img/materialize.png]
 
 Sections (``--sections`` picks some): ``import`` (``import deferral`` time in fresh
-interpreters), ``materialize`` (the chapter MLP (a) and an 8x4096 MLP (b) against each
+interpreters), ``rates`` (the generator's rates per recipe family against the machine's
+limits, memory write bandwidth and the Philox floor, and against torch's ``nn.init`` and Flax),
+``materialize`` (the chapter MLP (a) and an 8x4096 MLP (b) against each
 framework's own default initialization), ``sweep`` (square MLPs from ~1e5 to ~1e8
 parameters, for the plot), ``memory`` (peak memory while materializing, a fresh process per
-case), ``forward`` (a forward pass against the equivalent native model, batch 1 and 256) and
-``cuda`` (GB/s on a GPU; skipped without one). Variants of a case alternate in one process
+case), ``forward`` (a forward pass against the equivalent native model, batch 1 and 256),
+``native`` (``deferral.native(net)`` as a torch.nn.Module, eager and compiled, against torch.nn;
+``--sections native --backends torch`` runs it alone), ``gpt2`` (GPT-2-small on torch against
+torch.nn) and ``cuda`` (GB/s on a GPU; skipped without one). Variants of a case alternate in one process
 (A B A B ...) after one warm-up each; medians are reported with the issue's targets.
 
 Results go to ``bench/results/latest.json``; ``--from-json`` re-renders the tables, the docs
@@ -35,12 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from bench import _imports, _machine, _memory, _models, _report  # noqa: E402
+from bench import _gpt2, _imports, _keras_rows, _machine, _memory, _models, _rates, _report  # noqa: E402
 from bench._timing import measure  # noqa: E402
 
 __all__ = ["SCALES", "main", "run"]
 
-SECTIONS = ("import", "materialize", "sweep", "memory", "forward", "cuda")
+SECTIONS = ("import", "rates", "materialize", "sweep", "memory", "forward", "native", "gpt2", "cuda")
 TEMPLATE = Path(__file__).resolve().parent / "performance_template.md"
 
 #: What each scale measures. ``full`` is the reference run (a few minutes on 2 cores),
@@ -48,13 +52,15 @@ TEMPLATE = Path(__file__).resolve().parent / "performance_template.md"
 SCALES: dict[str, dict[str, Any]] = {
     "full": {"b": 4096, "sweep": (128, 256, 512, 1024, 2048, 4096), "depth": 6, "repeats": 5,
              "sweep_repeats": 3, "import_runs": 11, "min_time": 0.05,
-             "memory_variants": ("deferral", "deferred", "native"), "resnet_width": 64},
+             "memory_variants": ("deferral", "deferred", "native"), "resnet_width": 64, "rates_side": 4096,
+             "gpt2": True},
     "quick": {"b": 1024, "sweep": (128, 256, 512, 1024), "depth": 6, "repeats": 3,
               "sweep_repeats": 3, "import_runs": 5, "min_time": 0.02,
-              "memory_variants": ("deferral", "native"), "resnet_width": 64},
+              "memory_variants": ("deferral", "native"), "resnet_width": 64, "rates_side": 2048,
+              "gpt2": True},
     "tiny": {"b": 64, "sweep": (16, 32), "depth": 2, "repeats": 2, "sweep_repeats": 2,
              "import_runs": 1, "min_time": 0.002, "memory_variants": ("deferral", "native"),
-             "resnet_width": 8},
+             "resnet_width": 8, "rates_side": 256, "gpt2": False},
 }
 BATCHES = (1, 256)
 
@@ -234,6 +240,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     if "import" in results:
         _say(_report.render_text([_report.import_table(results["import"])]))
     specs = [_models.chapter_mlp(), _models.wide_mlp(cfg["b"], 8)]
+    if "rates" in sections:
+        _say(f"  generator rates ({cfg['rates_side']}x{cfg['rates_side']}) ...")
+        results["rates"] = _rates.run(cfg["rates_side"], repeats, cfg["min_time"], torch="torch" in names)
+        done("rates")
+        _say(_report.render_text(_report.rates_tables(results["rates"])))
     if "materialize" in sections:
         results["pending"] = _pending()
         width = cfg["resnet_width"]
@@ -252,8 +263,27 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         _say(_report.render_text([_report.memory_table(results)]))
     if "forward" in sections:
         results["forward"] = run_forward(backends, specs, cfg, repeats)
+        if "tensorflow" in backends:
+            results["keras_native"] = _keras_rows.run(specs, cfg, repeats, _say)
         done("forward")
         _say(_report.render_text(_report.forward_table(results)))
+        if "keras_native" in results:
+            _say(_report.render_text([_keras_rows.table(results["keras_native"])]))
+    if "gpt2" in sections:
+        if "torch" in names and cfg["gpt2"]:
+            _say("  GPT-2-small on torch ...")
+            results["gpt2"] = _gpt2.run(repeats)
+        else:
+            results["gpt2"] = {"skipped": "the torch backend is not selected or not installed" if "torch" not in names
+                               else f"not measured at scale {args.scale}"}
+        done("gpt2")
+        _say(_report.render_text([_report.gpt2_table(results["gpt2"])]))
+    if "native" in sections and "torch" in names:
+        from bench import _native_rows
+
+        results["native"] = _native_rows.run(specs, cfg, repeats, _say)
+        done("native")
+        _say(_report.render_text([_native_rows.table(results)]))
     if "cuda" in sections:
         if "torch" in names:
             from bench import cuda

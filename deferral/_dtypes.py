@@ -16,6 +16,10 @@ _ALIASES = {
 
 #: Bytes per element of each dtype.
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+#: The dtypes a parameter can have.
+FLOATING = tuple(ITEMSIZE)
+#: The other dtypes checkpoints and mappings carry (integer buffers, masks, token ids).
+OTHER = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool", "complex64")
 
 
 def canonical_dtype(dtype: object) -> str:
@@ -36,6 +40,23 @@ def canonical_dtype(dtype: object) -> str:
     raise TypeError(
         f"expected a floating dtype, one of float16, bfloat16, float32, float64. Received: {dtype!r}"
     )
+
+
+def tensor_dtype(dtype: object) -> str:
+    """The canonical name of a dtype a checkpoint can hold: a floating one or one of :data:`OTHER`.
+
+    Raises:
+        TypeError: for any other dtype (strings, objects, 8-bit floats...).
+    """
+    name = str(getattr(dtype, "name", None) or dtype).lower().removeprefix("torch.")
+    if name in OTHER:
+        return name
+    try:
+        return canonical_dtype(dtype)
+    except TypeError:
+        raise TypeError(
+            f"expected a dtype a checkpoint can hold ({', '.join(FLOATING + OTHER)}). Received: {dtype!r}"
+        ) from None
 
 
 def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
@@ -59,12 +80,23 @@ def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def float32_to_bfloat16_bits(single: np.ndarray) -> np.ndarray:
-    """Round float32 values to bfloat16 (nearest, ties to even) and return the uint16 bits."""
+    """Round float32 values to bfloat16 and return the uint16 bits.
+
+    Finite values round to nearest, ties to even, overflowing to infinity, bit for bit as
+    PyTorch and TensorFlow do; infinities stay infinities; a NaN becomes the quiet NaN
+    ``0x7FC0`` with its sign (``0xFFC0``), as TensorFlow (Eigen) does. (PyTorch gives
+    ``0x7FC0`` or ``0xFFFF`` depending on its code path: NaN payloads differ between
+    frameworks, NaN-ness does not.)
+    """
     import numpy as np
 
-    bits = single.view(np.uint32).astype(np.uint64)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    return rounded.astype(np.uint16)
+    bits = np.ascontiguousarray(single, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    if nan.any():
+        sign = (bits >> np.uint32(16)).astype(np.uint16) & np.uint16(0x8000)
+        rounded[nan] = (sign | np.uint16(0x7FC0))[nan]
+    return rounded
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:

@@ -22,18 +22,22 @@ from ._dtypes import round_to
 if TYPE_CHECKING:
     import numpy as np
 
+    from ._transforms import Workspace
     from .init import Recipe
 
-__all__ = ["fill", "get_num_threads", "host_dtype", "set_num_threads"]
+__all__ = ["ALIGN", "aligned_empty", "fill", "get_num_threads", "host_dtype", "set_num_threads"]
 
 #: Elements per block: 64 Ki float64 temporaries (512 KiB) stay in the L2 cache.
 BLOCK = 1 << 16
 #: A request is split across threads only into pieces of at least this many elements.
 MIN_PIECE = 1 << 18
+#: Byte alignment of :func:`aligned_empty` buffers (what TensorFlow needs of a buffer it adopts).
+ALIGN = 64
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _threads: int | None = None
+_local = threading.local()
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,6 +92,25 @@ def host_dtype(dtype: str) -> str:
     return "uint16" if dtype == "bfloat16" else dtype
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """An uninitialised C-contiguous NumPy array whose data starts on an :data:`ALIGN` boundary.
+
+    Backends fill it with :meth:`~deferral.hookspec.MaterializeRequest.fill_host` and hand it
+    to their framework without a copy. NumPy asks the kernel for transparent huge pages for
+    large arrays, so first writing it page-faults far less than memory from a framework's
+    allocator (measured: 0.45 vs 2.3 ns per float32 value on a 2-core VM).
+    """
+    import numpy as np
+
+    itemsize = np.dtype(dtype).itemsize
+    nbytes = itemsize
+    for d in shape:
+        nbytes *= d
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    offset = -raw.ctypes.data % ALIGN
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
 @functools.lru_cache(maxsize=64)
 def _constant(value: float, dtype: str) -> object:
     """``value`` rounded to ``dtype`` once (a NumPy scalar of the host dtype)."""
@@ -96,27 +119,56 @@ def _constant(value: float, dtype: str) -> object:
     return round_to(np.full(1, value, dtype=np.float64), dtype)[0]
 
 
-def _block_values(recipe: Recipe, words: np.ndarray) -> np.ndarray:
-    if recipe.kind == "uniform":
-        return _random.uniform(words, recipe.a, recipe.b)
-    if recipe.kind == "normal":
-        return _random.normal(words, recipe.a, recipe.b)
-    if recipe.kind == "truncated_normal":
-        return _random.truncated_normal(words, recipe.a, recipe.b)
-    raise ValueError(f"unknown recipe kind {recipe.kind!r}")
+def _workspace(n: int) -> Workspace:
+    """This thread's scratch for blocks of ``n`` elements (kept for the thread's next fill)."""
+    from ._transforms import Workspace
+
+    ws: Workspace | None = getattr(_local, "workspace", None)
+    if ws is None or ws.size < n:
+        ws = _local.workspace = Workspace(n)
+    return ws
+
+
+def _store(values: np.ndarray, out: np.ndarray, dtype: str, ws: Workspace) -> None:
+    """Write float64 ``values`` into ``out`` rounded to ``dtype`` (see :func:`round_to`)."""
+    if dtype in ("float32", "float64"):
+        out[...] = values  # one rounding to nearest-even
+    elif dtype == "float16":
+        single = ws.single[:values.shape[0]]
+        single[...] = values
+        out[...] = single  # the second rounding starts from the float32 value
+    else:
+        out[...] = round_to(values, dtype)
+
+
+def _fill_block(kind: str, a: float, b: float, words: np.ndarray, out: np.ndarray, dtype: str,
+                ws: Workspace) -> None:
+    """One block: the words become values in place and are stored (then freed, on return)."""
+    from . import _transforms
+
+    if kind == "uniform":
+        values = _transforms.uniform(words, a, b, ws)
+    elif kind == "normal":
+        values = _transforms.normal(words, a, b, ws)
+    elif kind == "truncated_normal":
+        values = _transforms.truncated_normal(words, a, b, ws)
+    else:
+        raise ValueError(f"unknown recipe kind {kind!r}")
+    _store(values, out, dtype, ws)
 
 
 def _fill_piece(
     recipe: Recipe, key: tuple[int, int], start: int, out: np.ndarray, dtype: str,
     progress: Callable[[int], None] | None,
 ) -> None:
-    stream = _random.Stream(key, start)
     n = out.shape[0]
+    block = BLOCK
+    ws = _workspace(min(n, block))
+    stream = _random.Stream(key, start)
     try:
-        for lo in range(0, n, BLOCK):
-            hi = min(lo + BLOCK, n)
-            values = _block_values(recipe, stream.take(hi - lo))
-            out[lo:hi] = values if dtype in ("float32", "float64") else round_to(values, dtype)
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
+            _fill_block(recipe.kind, recipe.a, recipe.b, stream.take(hi - lo), out[lo:hi], dtype, ws)
             if progress is not None:
                 progress(hi - lo)
     finally:

@@ -11,7 +11,13 @@ Every change of a parameter's state goes through this module:
   call has returned;
 - the transitions (:func:`record`, :func:`complete`, :func:`materialize`, :func:`swap`)
   change a parameter and drop the cached call state of every block that depends on it, so a
-  model's fast path is invalidated only by changes to its own parameters.
+  model's fast path is invalidated only by changes to its own parameters; :func:`rebind`
+  replaces the storage object alone. Each also tells the native containers showing the
+  parameter (``deferral.native``; see :meth:`~deferral.Parameter.watch`);
+- on a backend whose ``BackendInfo.keeps_storage`` is set, a swap that leaves a materialized
+  parameter's shape, dtype and device as they were writes the new values into the existing
+  storage when the transaction commits (the ``assign`` op), so framework objects holding it (a
+  native model, an optimizer, a traced function) keep seeing the parameter.
 
 Layers never call these functions: they complete shapes with :meth:`Parameter.complete` in
 their ``build`` step; the core does the rest.
@@ -19,19 +25,24 @@ their ``build`` step; the core does the rest.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C functions under signal.signal
 import contextlib
 import contextvars
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from signal import SIGINT
 from typing import TYPE_CHECKING, Any
 
+from . import registry
+from .hookspec import MaterializeRequest
+from .random import derive_key
+
 if TYPE_CHECKING:
-    from .hookspec import MaterializeRequest
     from .parameter import Intent, Parameter
 
-__all__ = ["LOCK", "SHAPE_ONLY", "complete", "materialize", "record", "signals_deferred", "swap",
-           "transaction"]
+__all__ = ["LOCK", "SHAPE_ONLY", "complete", "deferred_in_windows", "materialize", "rebind", "record",
+           "signals_deferred", "swap", "transaction"]
 
 Shape = tuple[int, ...]
 
@@ -45,6 +56,12 @@ SHAPE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("deferral_shap
 _Snapshot = tuple[Any, ...]
 _journal: contextvars.ContextVar[dict[int, tuple[Parameter, _Snapshot]] | None] = (
     contextvars.ContextVar("deferral_journal", default=None)
+)
+# Per transaction: the storage to keep of each swapped parameter (with the intent and shape it
+# had), written with the new values when the transaction commits.
+_Kept = tuple["Parameter", Any, "Intent", Shape]
+_writes: contextvars.ContextVar[dict[int, _Kept] | None] = (
+    contextvars.ContextVar("deferral_writes", default=None)
 )
 _deferring = threading.local()
 
@@ -60,15 +77,53 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    # _signal: the C functions signal.signal wraps (without its enum conversions, ~2 us a call).
+    previous = _signal.signal(SIGINT, lambda signum, frame: received.append(signum))
     _deferring.on = True
     try:
         yield
     finally:
         _deferring.on = False
-        signal.signal(signal.SIGINT, previous)
+        _signal.signal(SIGINT, previous)
         if received:
             _deliver(previous)
+
+
+class deferred_in_windows:
+    """``SIGINT`` held back in windows of about ``limit`` bytes of work (see :func:`signals_deferred`).
+
+    A loop making many small parameters calls :meth:`step` after each: the signal guard is
+    paid once per window instead of once per parameter, and an interrupt still lands within
+    one window's work.
+    """
+
+    def __init__(self, limit: int = 16 << 20) -> None:
+        self.limit, self.done = limit, 0
+        self._window: contextlib.AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> deferred_in_windows:
+        self._open()
+        return self
+
+    def _open(self) -> None:
+        self._window = signals_deferred()
+        self._window.__enter__()
+
+    def _close(self, *exc: Any) -> None:
+        window, self._window = self._window, None
+        if window is not None:
+            window.__exit__(*exc)
+
+    def step(self, nbytes: int) -> None:
+        """Count ``nbytes`` of work; past the limit, deliver what was held back and start anew."""
+        self.done += nbytes
+        if self.done >= self.limit:
+            self.done = 0
+            self._close(None, None, None)
+            self._open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._close(*exc)
 
 
 def _deliver(handler: Any) -> None:
@@ -109,7 +164,8 @@ def transaction() -> Iterator[None]:
         yield
         return
     journal: dict[int, tuple[Parameter, _Snapshot]] = {}
-    token = _journal.set(journal)
+    writes: dict[int, _Kept] = {}
+    token, writes_token = _journal.set(journal), _writes.set(writes)
     try:
         with LOCK:
             try:
@@ -117,8 +173,10 @@ def transaction() -> Iterator[None]:
             except BaseException:
                 _rollback(journal)
                 raise
+            _commit(writes)
     finally:
         _journal.reset(token)
+        _writes.reset(writes_token)
 
 
 def _rollback(journal: dict[int, tuple[Parameter, _Snapshot]]) -> None:
@@ -155,9 +213,22 @@ def journal(param: Parameter) -> None:
 
 
 def _invalidate(param: Parameter) -> None:
-    """Drop the cached call state of every block whose fast path relies on ``param``."""
-    for block in list(param._owners):
-        block._drop_call_state()
+    """Drop the cached call state of every block whose fast path relies on ``param``, and tell
+    the native containers showing it (:meth:`~deferral.Parameter.watch`)."""
+    _drop_states(param)
+    _notify(param)
+
+
+def _drop_states(param: Parameter) -> None:
+    if param._owners:
+        for block in list(param._owners):
+            block._drop_call_state()
+
+
+def _notify(param: Parameter) -> None:
+    if param._views:
+        for view in list(param._views):
+            view.parameter_changed(param)
 
 
 # -- transitions -----------------------------------------------------------------------------
@@ -181,28 +252,29 @@ def complete(param: Parameter, shape: Shape) -> None:
 
 def request_for(param: Parameter, intent: Intent) -> MaterializeRequest:
     """What a backend needs to make ``param``'s values under ``intent`` (its shape must be known)."""
-    from . import init as _init
-    from . import random as _random
-    from .hookspec import MaterializeRequest
-
     return MaterializeRequest(
         name=intent.path,
         shape=param._shape,
         dtype=intent.dtype,
         device=intent.device,
         trainable=param.trainable,
-        key=_random.derive_key(intent.seed, intent.path),
-        recipe=(intent.init or _init.XavierUniform()).recipe(param._shape),
+        key=derive_key(intent.seed, intent.path),
+        recipe=intent.init.recipe(param._shape),
     )
 
 
-def new_values(param: Parameter, intent: Intent) -> Any:
-    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing."""
-    from . import registry
+def new_values(param: Parameter, intent: Intent, *, guard: bool = True) -> Any:
+    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing.
 
+    The backend call runs with ``SIGINT`` deferred unless ``guard`` is False (the caller then
+    holds a window of :class:`deferred_in_windows`).
+    """
+    backend = registry.load_backend(intent.backend)
     request = request_for(param, intent)
+    if not guard:
+        return backend.materialize(request)
     with signals_deferred():
-        return registry.load_backend(intent.backend).materialize(request)
+        return backend.materialize(request)
 
 
 def materialize(params: Iterable[Parameter]) -> None:
@@ -220,15 +292,62 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
 
     The cached call states are dropped first, so a forward pass that started before the swap
     and ends after it is run again on the new values: concurrent callers see all old or all
-    new parameters, never a mix and never a parameter without values.
+    new parameters, never a mix and never a parameter without values. Storage the backend
+    keeps (``BackendInfo.keeps_storage``) gets the new values when the transaction commits.
     """
     for param, _, _, _ in changes:
         journal(param)
-        _invalidate(param)
+        _drop_states(param)
+    # No call state can be made again meanwhile: first calls need LOCK, which the caller holds.
+    writes = _writes.get()
     with signals_deferred():
         for param, intent, shape, data in changes:
+            if writes is not None and param._data is not None and data is not None:
+                _keep(param, writes)
             param._intent, param._shape, param._data, param._path = intent, shape, data, intent.path
+            _notify(param)
+
+
+def _keep(param: Parameter, writes: dict[int, _Kept]) -> None:
+    """Remember ``param``'s storage (its first in the transaction) if its backend keeps storage."""
+    from . import registry
+
+    intent = param._intent
+    if id(param) not in writes and intent is not None and registry.load_backend(intent.backend).info.keeps_storage:
+        writes[id(param)] = (param, param._data, intent, param._shape)
+
+
+def _commit(writes: dict[int, _Kept]) -> None:
+    """Write each swapped parameter's new values into the storage it had, where they still fit.
+
+    Runs after the transaction's body succeeded, still under the lock, so a rollback never
+    needs to undo a write. A parameter whose shape, dtype, device or backend changed keeps its
+    new storage.
+    """
+    from . import registry
+
+    with signals_deferred():
+        for param, storage, old, shape in writes.values():
+            new, intent = param._data, param._intent
+            if new is None or new is storage or intent is None or param._shape != shape or (
+                (intent.backend, intent.dtype, intent.device) != (old.backend, old.dtype, old.device)
+            ):
+                continue
+            registry.load_backend(intent.backend).ops.assign(storage, new)
+            param._data = storage
             _invalidate(param)
+
+
+def rebind(param: Parameter, data: Any) -> None:
+    """Give ``param`` another storage object of the same shape, dtype and device.
+
+    Not a state change: cached call states stay valid (they hold no values); the native
+    containers showing ``param`` are told.
+    """
+    journal(param)
+    param._data = data
+    for view in list(param._views):
+        view.parameter_changed(param)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._lifecycle import LOCK
+from . import _lifecycle
+from ._lifecycle import LOCK, transaction
 from .errors import DeferredInitializationError
 
 if TYPE_CHECKING:
     from .nn import Block
     from .registry import Backend
 
-__all__ = ["native"]
+__all__ = ["build", "native"]
 
 
 def native(block: Block) -> Any:
@@ -71,3 +72,17 @@ def _bound_backend(block: Block) -> Backend:
             "shares its parameters."
         )
     return registry.load_backend(name)
+
+
+def build(block: Block, *input_shapes: Any) -> None:
+    """Complete and materialize ``block``'s parameters from input shapes, computing nothing.
+
+    A framework's build step (Keras' ``build(input_shape)``) calls it: shapes are inferred as
+    :meth:`Block.infer_shape` infers them (``None`` for an unknown batch size), then every
+    parameter is materialized with its recorded intent, so the values are those the first
+    ``block(x)`` would give. One transaction: if it raises, the model is as before.
+    """
+    dtype = block._binding()[1]
+    with transaction():
+        block.infer_shape(*input_shapes, dtype=dtype)
+        _lifecycle.materialize(block.collect_params().values())

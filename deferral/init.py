@@ -141,7 +141,7 @@ class Initializer:
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._fields() == other._fields()  # type: ignore[attr-defined]
+        return isinstance(other, Initializer) and type(self) is type(other) and self._fields() == other._fields()
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(self._fields().items())))
@@ -166,7 +166,7 @@ def _finite(cls: str, name: str, value: object) -> float:
 class Constant(Initializer):
     """Every element equals ``value``."""
 
-    aliases = ("constant",)
+    aliases: ClassVar[tuple[str, ...]] = ("constant",)
 
     def __init__(self, value: float = 0.0) -> None:
         self.value = _finite("Constant", "value", value)

@@ -368,7 +368,7 @@ def _conv_transpose_shape(x: Array, weight: Array, bias: Array | None, strides: 
     c_out = ws.shape[1] * groups  # type: ignore[operator]
     _bias("conv_transpose", bias, c_out)
     spatial = tuple(
-        None if n is None else (n - 1) * s - p[0] - p[1] + d * (k - 1) + op + 1  # type: ignore[operator]
+        None if n is None else (n - 1) * s - p[0] - p[1] + d * (k - 1) + op + 1
         for n, p, k, s, d, op in zip(xs.shape[2:], padding, ws.shape[2:], strides, dilation, output_padding)
     )
     return TensorSpec((xs.shape[0], c_out, *spatial), xs.dtype)

@@ -126,6 +126,8 @@ class Parameter:
     _group: Mapping[str, Parameter] | None
     # Blocks whose cached call state relies on this parameter (see deferral._lifecycle).
     _owners: weakref.WeakSet[Block]
+    # Native containers showing this parameter (deferral.native), told of every change.
+    _views: weakref.WeakSet[Any]
 
     def __init__(
         self,
@@ -143,6 +145,7 @@ class Parameter:
         self._path = name
         self._group = None
         self._owners = weakref.WeakSet()
+        self._views = weakref.WeakSet()
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -328,7 +331,9 @@ class Parameter:
             intent = self._default_intent()
         from ._dtypes import round_to
 
-        self._replace(round_to(array.astype(np.float64), intent.dtype), shape, intent)
+        with np.errstate(invalid="ignore"):  # widening a signaling NaN warns; it stays a NaN
+            values = array.astype(np.float64)
+        self._replace(round_to(values, intent.dtype), shape, intent)
 
     def _replace(self, host: Any, shape: Shape, intent: Intent) -> None:
         """Store host values already in ``intent.dtype`` (uint16 bits for bfloat16) as the data."""
@@ -339,6 +344,56 @@ class Parameter:
             native = _lifecycle.guarded(backend.parameter_from_numpy, host.reshape(shape), intent.dtype,
                                         intent.device, self.trainable)
             _lifecycle.swap([(self, intent, shape, native)])
+
+    # -- native containers (deferral.native) ---------------------------------------------
+    def watch(self, view: Any) -> None:
+        """Tell ``view`` of every change of this parameter's state, as it happens.
+
+        For a backend's native container (:func:`deferral.native`): after each change
+        (materialized, completed, new values swapped in, rolled back) the core calls
+        ``view.parameter_changed(self)``, which must only read the parameter and must not
+        raise. ``view`` is held weakly.
+        """
+        self._views.add(view)
+
+    def adopt(self, value: Any, dtype: str, device: str) -> None:
+        """Make ``value``, an array of the bound backend, the storage as it is (no copy),
+        and record ``dtype`` and ``device`` as those of the values.
+
+        For a backend's native container (:func:`deferral.native`): a ``torch.nn.Module``
+        converted with ``.double()`` or ``.to("cuda")``, or given another tensor for a
+        parameter (``load_state_dict(assign=True)``, ``torch.func.functional_call``), hands
+        it over this way, so ``get_weights()`` and the next forward pass see it.
+        ``value=None`` on a parameter not materialized yet changes only the dtype and device it
+        will be materialized with.
+
+        Raises:
+            DeferredInitializationError: if the parameter was never initialized.
+            ShapeMismatchError: if ``value``'s shape contradicts a known dimension.
+            ValueError: for ``value=None`` on a materialized parameter, or a dtype or device
+                the backend does not accept.
+        """
+        from dataclasses import replace
+
+        from . import registry
+
+        intent = self._intent
+        if intent is None:
+            raise DeferredInitializationError(self._why_not_materialized())
+        shape = self._shape
+        if value is not None:
+            shape = tuple(int(d) for d in value.shape)
+            if len(shape) != len(self._shape) or any(k not in (-1, g) for k, g in zip(self._shape, shape)):
+                raise ShapeMismatchError(self._mismatch(shape, None))
+        elif self._data is not None:
+            raise ValueError(f"Parameter {self._path!r} is materialized: adopt() needs its new values")
+        backend = registry.load_backend(intent.backend)
+        new = replace(intent, dtype=backend.canonical_dtype(dtype), device=backend.canonical_device(device))
+        if value is not None and self._data is not None and shape == self._shape and new == intent:
+            _lifecycle.rebind(self, value)
+            return
+        with transaction():
+            _lifecycle.swap([(self, new, shape, value)])
 
     def _default_intent(self, dtype: str = "float32", seed: int = 0) -> Intent:
         """The intent of a parameter given values without ``initialize()``: the default backend.
@@ -355,6 +410,7 @@ class Parameter:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_owners", None)
+        state.pop("_views", None)
         if self._data is not None and self._intent is not None:
             from . import registry
 
@@ -374,6 +430,7 @@ class Parameter:
                 host, intent.dtype, intent.device, state.get("trainable", True)
             )
         state["_owners"] = weakref.WeakSet()
+        state["_views"] = weakref.WeakSet()
         self.__dict__.update(state)
 
 
@@ -522,5 +579,10 @@ def _apply(params: Mapping[str, Parameter], intents: Mapping[str, Intent], items
     ready = [path for path, p in params.items() if _layer_known(p)]
     total = sum(params[path].size or 0 for path in ready) * itemsize
     with _progress.task("deferral: materializing", total or None), transaction():
-        values = {path: _lifecycle.new_values(params[path], intents[path]) for path in ready}
+        values = {}
+        with _lifecycle.deferred_in_windows() as window:
+            for path in ready:
+                param = params[path]
+                values[path] = _lifecycle.new_values(param, intents[path], guard=False)
+                window.step((param.size or 0) * itemsize)
         _lifecycle.swap([(p, intents[path], p._shape, values.get(path)) for path, p in params.items()])

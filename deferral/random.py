@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from ._transforms import Workspace
 
 __all__ = [
     "SPEC_VERSION",
@@ -111,7 +113,7 @@ class Stream:
         first_block = start // 4
         # numpy's Philox increments its counter before producing a block.
         counter = (first_block - 1) % (1 << 256)
-        state = {
+        state: dict[str, Any] = {
             "bit_generator": "Philox",
             "state": {
                 "counter": np.array([(counter >> (64 * i)) & _MASK64 for i in range(4)], dtype=np.uint64),
@@ -158,15 +160,26 @@ def raw_words(key: tuple[int, int], start: int, stop: int) -> np.ndarray:
         stream.close()
 
 
+def _words_copy(words: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.array(words, dtype=np.uint64, copy=True)
+
+
+def _workspace(n: int) -> Workspace:
+    from . import _transforms
+
+    return _transforms.Workspace(n)
+
+
 def _open_unit(words: np.ndarray) -> np.ndarray:
     """``(2k + 1) * 2**-53`` for ``k = w >> 12``: uniform on (0, 1), never 0 or 1, exact.
 
     ``2k + 1 < 2**53``, so every step is exact, and ``1 - p`` is exact too.
     """
-    import numpy as np
+    from . import _transforms
 
-    k = np.right_shift(words, 12).astype(np.float64)
-    return (k * 2.0 + 1.0) * _TWO_M53
+    return _transforms.open_unit(_words_copy(words))
 
 
 def uniform(words: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -175,11 +188,10 @@ def uniform(words: np.ndarray, low: float, high: float) -> np.ndarray:
     Computed as ``k * ((high - low) * 2**-53) + low``: scaling by a power of two is exact, so
     this rounds the same exact product once, as the formula does.
     """
-    import numpy as np
+    from . import _transforms
 
-    k = np.right_shift(words, 11)
-    out = np.multiply(k, (high - low) * _TWO_M53, dtype=np.float64)
-    return np.add(out, low, out=out)
+    w = _words_copy(words)
+    return _transforms.uniform(w, low, high, _workspace(w.shape[0]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,27 +226,14 @@ _PHI_M2 = 0.022750131948179195
 _PHI_MASS2 = 0.9544997361036416
 
 
-def _poly(coeffs: tuple[float, ...], x: np.ndarray) -> np.ndarray:
-    """Horner's rule, highest coefficient first, no fused multiply-add."""
-    acc = coeffs[-1] * x
-    for c in reversed(coeffs[1:-1]):
-        acc = (acc + c) * x
-    return acc + coeffs[0]
-
-
 def _log(x: np.ndarray) -> np.ndarray:
     """Natural log of positive finite float64 values from basic operations only."""
     import numpy as np
 
-    m, e = np.frexp(x)  # x = m * 2**e, m in [0.5, 1): exact
-    small = m < _SQRT_HALF
-    m = np.where(small, m * 2.0, m)  # exact
-    e = (e - small).astype(np.float64)
-    f = m - 1.0  # exact (Sterbenz)
-    s = f / (f + 2.0)
-    s2 = s * s
-    series = _poly(_ATANH_COEFFS, s2)
-    return e * _LN2 + (s + s) * series
+    from . import _transforms
+
+    out = np.array(x, dtype=np.float64, copy=True).reshape(-1)
+    return _transforms.log_into(out, _workspace(out.shape[0])).reshape(np.shape(x))
 
 
 def _normal_quantile(p: np.ndarray) -> np.ndarray:
@@ -246,28 +245,18 @@ def _normal_quantile(p: np.ndarray) -> np.ndarray:
     """
     import numpy as np
 
-    q = p - 0.5
-    r = 0.180625 - q * q
-    out = q * _poly(_A, r) / _poly(_B, r)
-    tail = np.flatnonzero(np.abs(q) > 0.425)
-    if tail.size:
-        qt = q[tail]
-        pt = p[tail]
-        r = np.where(qt < 0.0, pt, 1.0 - pt)
-        r = np.sqrt(-_log(r))
-        near = r <= 5.0
-        z = np.empty_like(r)
-        rn = r[near] - 1.6
-        z[near] = _poly(_C, rn) / _poly(_D, rn)
-        rf = r[~near] - 5.0
-        z[~near] = _poly(_E, rf) / _poly(_F, rf)
-        out[tail] = np.where(qt < 0.0, -z, z)
-    return out
+    from . import _transforms
+
+    out = np.array(p, dtype=np.float64, copy=True)
+    return _transforms.quantile(out, out, _workspace(out.shape[0]))
 
 
 def normal(words: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Normal values: ``mean + std * quantile((2k + 1) * 2**-53)``, ``k = w >> 12``, in float64."""
-    return mean + std * _normal_quantile(_open_unit(words))
+    from . import _transforms
+
+    w = _words_copy(words)
+    return _transforms.normal(w, mean, std, _workspace(w.shape[0]))
 
 
 def truncated_normal(words: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -276,11 +265,10 @@ def truncated_normal(words: np.ndarray, mean: float, std: float) -> np.ndarray:
     ``p = PHI(-2) + MASS2 * u`` with ``u = (2k + 1) * 2**-53``, ``k = w >> 12``; ``z = quantile(p)``, clipped
     to [-2, 2] against rounding; the value is ``mean + std * z``.
     """
-    import numpy as np
+    from . import _transforms
 
-    p = _PHI_M2 + _PHI_MASS2 * _open_unit(words)
-    z = np.clip(_normal_quantile(p), -2.0, 2.0)
-    return mean + std * z
+    w = _words_copy(words)
+    return _transforms.truncated_normal(w, mean, std, _workspace(w.shape[0]))
 
 
 def check_quantile_accuracy() -> float:

@@ -80,13 +80,18 @@ def test_memory_forward_import_rows(tiny: tuple) -> None:
         assert f["max_abs_diff"] < 1e-3
     imp = results["import"]
     assert _positive(imp["median_s"]) and imp["imported"] == []
+    rates = {r["label"]: r["ns_per_value"] for r in results["rates"]["rows"]}
+    assert {"Philox floor (numpy random_raw)", "memory write (preallocated float32)",
+            "deferral uniform (XavierUniform)", "deferral normal (Normal 0.02)"} <= set(rates)
+    assert all(_positive(v) for v in rates.values())
+    assert results["gpt2"]["skipped"]
     assert results["cuda"]["skipped"]
 
 
 def test_printed_tables(tiny: tuple) -> None:
     proc, results, _ = tiny
     out = proc.stdout
-    for title in ("Machine", "1. Materialization time", "1c. Materialization sweep", "2. Peak memory",
+    for title in ("Machine", "0. Generator rates", "0b. Generator targets", "1. Materialization time", "1c. Materialization sweep", "2. Peak memory",
                   "3. Forward pass", "4. `import deferral`", "Targets:"):
         assert title in out, title
     for column in ("deferral", "native default init", "ratio", "target", "verdict", "deferred path",
@@ -94,8 +99,10 @@ def test_printed_tables(tiny: tuple) -> None:
         assert column in out, column
     targets = out[out.index("Targets:"):].splitlines()
     verdicts = [line for line in targets if " PASS " in line or " MISS " in line]
-    # import (+ no framework), one per materialized model, one memory case, four forward cases
-    assert len(verdicts) == 2 + len(results["materialize"]) + 1 + 4, verdicts
+    # generator rates, import (+ no framework), one per materialized model, one memory case,
+    # four forward cases
+    rates = 1 + 4 + (1 if "flax" in results["rates"] else 0)  # NumPy only: no ratios to torch
+    assert len(verdicts) == rates + 2 + len(results["materialize"]) + 1 + 4, verdicts
 
 
 def test_docs_page_and_rerender(tiny: tuple, tmp_path: Path) -> None:

@@ -46,9 +46,11 @@ def test_dense_activation_strings(name: str | None, x: np.ndarray) -> None:
 def test_dense_on_higher_rank_input_uses_the_last_axis() -> None:
     layer = nn.Dense(4)
     layer.initialize(seed=0)
-    x = np.ones((2, 3, 5), dtype="float32")
+    x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype("float32")
     y = layer(x)
     assert y.shape == (2, 3, 4) and layer.weight.shape == (4, 5)
+    w, b = (a.astype(np.float64) for a in layer.get_weights())
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w.T + b, rtol=1e-5, atol=1e-6)
 
 
 def test_dense_without_bias() -> None:

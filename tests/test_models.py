@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import Any
 
 import numpy as np
@@ -67,13 +68,95 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("name,make,shape", SMALL, ids=[s[0] for s in SMALL])
-def test_numpy_forward_at_small_resolution(name: str, make: Any, shape: tuple[int, ...]) -> None:
-    net = make()
-    net.initialize(seed=0)
-    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+# -- independent float64 references (plain NumPy, written here from the definitions) -------
+def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.ndarray:
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    k = w.shape[-1]
+    h, v = x.shape[2] - k + 1, x.shape[3] - k + 1
+    out = np.zeros((x.shape[0], w.shape[0], h, v))
+    for i in range(k):
+        for j in range(k):  # one kernel tap at a time
+            out += np.einsum("nchw,oc->nohw", x[:, :, i:i + h, j:j + v], w[:, :, i, j])
+    return out + b[None, :, None, None]
+
+
+def _avgpool2(x: np.ndarray) -> np.ndarray:
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def _lenet5_reference(w: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    y = _avgpool2(_sigmoid(_conv2d(x, w["0.weight"], w["0.bias"], 2)))
+    y = _avgpool2(_sigmoid(_conv2d(y, w["2.weight"], w["2.bias"], 0))).reshape(x.shape[0], -1)
+    y = _sigmoid(y @ w["5.weight"].T + w["5.bias"])
+    y = _sigmoid(y @ w["6.weight"].T + w["6.bias"])
+    return y @ w["7.weight"].T + w["7.bias"]
+
+
+def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
+
+
+def _encoder_reference(w: dict[str, np.ndarray], x: np.ndarray, heads: int) -> np.ndarray:
+    def dense(name: str, v: np.ndarray) -> np.ndarray:
+        return v @ w[f"{name}.weight"].T + w[f"{name}.bias"]
+
+    n, t, units = x.shape
+    size = units // heads
+
+    def split(v: np.ndarray) -> np.ndarray:  # (N, T, units) -> (N, heads, T, size)
+        return v.reshape(n, t, heads, size).transpose(0, 2, 1, 3)
+
+    q = split(dense("attention.query", x)) / np.sqrt(size)
+    k, v = split(dense("attention.key", x)), split(dense("attention.value", x))
+    scores = q @ k.transpose(0, 1, 3, 2)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    context = (weights @ v).transpose(0, 2, 1, 3).reshape(n, t, units)
+    h = _layer_norm(x + dense("attention.output", context), w["norm1.gamma"], w["norm1.beta"])
+    pre = dense("ffn1", h)
+    gelu = pre * 0.5 * (1 + np.vectorize(math.erf)(pre / math.sqrt(2)))
+    return _layer_norm(h + dense("ffn2", gelu), w["norm2.gamma"], w["norm2.beta"])
+
+
+def test_lenet5_computes_the_reference_function() -> None:
+    net = models.lenet5()
+    net.initialize(seed=0, init="kaiming_uniform")
+    x = np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype("float32")
     y = net(x)
-    assert np.all(np.isfinite(y)) and y.shape[0] == shape[0]
+    weights = {k: p.data().astype(np.float64) for k, p in net.collect_params().items()}
+    want = _lenet5_reference(weights, x.astype(np.float64))
+    assert y.shape == (2, 10) and y.dtype == np.float32
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+    assert np.ptp(want) > 0.01  # the check is not vacuous: outputs differ between classes
+
+
+def test_transformer_encoder_block_computes_the_reference_function() -> None:
+    net = models.transformer_encoder_block(4, 64, units=32)
+    net.initialize(seed=0)
+    x = np.random.default_rng(1).normal(size=(2, 5, 32)).astype("float32")
+    y = net(x)
+    weights = {k: p.data().astype(np.float64) for k, p in net.collect_params().items()}
+    np.testing.assert_allclose(y, _encoder_reference(weights, x.astype(np.float64), 4), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,make,shape", SMALL[1:3], ids=[s[0] for s in SMALL[1:3]])
+def test_numpy_forward_at_small_resolution(name: str, make: Any, shape: tuple[int, ...]) -> None:
+    """ResNet-18 and VGG-11 outputs are compared with torchvision's in the porting tests; here
+    the float32 forward on NumPy must agree with the same model run in float64."""
+    x = np.random.default_rng(0).normal(size=shape)
+    single, double = make(), make()
+    single.initialize(seed=0)
+    double.initialize(seed=0, dtype="float64")
+    y32, y64 = single(x.astype("float32")), double(x)
+    assert y32.dtype == np.float32 and y64.dtype == np.float64 and y32.shape == (shape[0], 10)
+    np.testing.assert_allclose(y32, y64, rtol=1e-3, atol=1e-3)
+    assert np.ptp(y64) > 1e-3
 
 
 @pytest.mark.parametrize("backend", FRAMEWORKS)

@@ -83,8 +83,10 @@ def conv_transpose(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, s
         for tap in np.ndindex(*kernel):
             where = tuple(slice(t * d, t * d + (size - 1) * s + 1, s)
                           for t, d, size, s in zip(tap, dilation, sizes, strides))
-            target[(slice(None), slice(None), *where)] += taps[(Ellipsis, *tap)]
-    y = out[(slice(None), slice(None), *(slice(start, size + end) for size, (start, end) in zip(full, crop)))]
+            window, at = (slice(None), slice(None), *where), (Ellipsis, *tap)
+            target[window] += taps[at]
+    kept = (slice(None), slice(None), *(slice(start, size + end) for size, (start, end) in zip(full, crop)))
+    y = out[kept]
     if bias is not None:
         y = y + bias.reshape(opkit.channel_shape(y.ndim))
     return np.ascontiguousarray(y)

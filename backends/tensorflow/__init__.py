@@ -5,12 +5,12 @@ imports no TensorFlow: ``deferral.available_backends()`` loads it to read its
 :class:`~deferral.hookspec.BackendInfo`. TensorFlow is imported inside the hooks, when the
 backend is first selected for a model.
 
-Values come from the core's reference path (``MaterializeRequest.host_values``) and are copied
-into the variable bit for bit, so they equal the NumPy backend's; ``bfloat16`` arrives as
-``uint16`` bit patterns and is reinterpreted with ``tf.bitcast``. A variable is created from one
-host array holding all its values: TensorFlow then copies it, so materializing the largest
-parameter briefly needs two extra copies of it (a block-by-block fill would need less, but
-leaves the variable in TensorFlow's slow copy-on-read mode).
+Values come from the core's reference path, written by :meth:`MaterializeRequest.fill_host`
+straight into a host array that TensorFlow then adopts without a copy: the array is allocated
+on a 64-byte boundary and handed over through DLPack (``tf.experimental.dlpack.from_dlpack``),
+and the variable takes over that buffer (see :func:`_adopted`). So the values equal the NumPy
+backend's and materializing needs no memory beyond the parameter itself. ``bfloat16`` arrives
+as ``uint16`` bit patterns and is reinterpreted with ``tf.bitcast``.
 
 Variables are created under ``tf.init_scope()``: a model whose first call happens inside a
 ``tf.function`` gets ordinary eager variables that the function captures.
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import deferral
 from deferral._dtypes import float32_to_bfloat16_bits, round_to
+from deferral._fill import ALIGN
 from deferral.hookspec import BackendInfo, MaterializeRequest
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = [
     "deferral_canonical_device",
     "deferral_is_native",
     "deferral_materialize",
+    "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
@@ -52,12 +54,11 @@ _INFO = BackendInfo(
     dtypes=("float16", "bfloat16", "float32", "float64"),
     default_device="/CPU:0",
     supports_cuda=True,
+    keeps_storage=True,
 )
 
 _DEVICE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
 _ACCEPTED = '"/CPU:0" (also "cpu", "CPU:0"), "/GPU:N" (also "gpu", "GPU:N", "cuda", "cuda:N")'
-
-
 
 @deferral.hookimpl
 def deferral_backend_info() -> BackendInfo:
@@ -69,6 +70,14 @@ def deferral_ops() -> Any:
     from . import _ops
 
     return _ops
+
+
+@deferral.hookimpl
+def deferral_native(block: Any) -> Any:
+    """A ``keras.Model`` sharing the model's ``tf.Variable`` objects (see ``deferral_tensorflow._keras``)."""
+    from ._keras import native_model
+
+    return native_model(block)
 
 
 @deferral.hookimpl
@@ -172,6 +181,7 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
         TypeError: for an array that is not floating (or ``uint16`` bits for ``bfloat16``).
     """
     import numpy as np
+    import tensorflow as tf
 
     host = np.asarray(array)
     wanted = "uint16" if dtype == "bfloat16" else dtype
@@ -183,20 +193,47 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
                 f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
             )
         host = round_to(host.astype(np.float64), dtype)
-    return _variable(host, dtype, device, trainable)
+    with tf.init_scope():
+        return _variable(tf.convert_to_tensor(host), dtype, device, trainable)
 
 
 @deferral.hookimpl
 def deferral_materialize(request: MaterializeRequest) -> Any:
-    """A ``tf.Variable`` with the recipe's values (constants are filled on the device)."""
+    """A ``tf.Variable`` with the recipe's values (constants are filled on the device).
+
+    The values are generated into an aligned host array that becomes the variable's buffer
+    (:func:`_adopted`): no copy, no second buffer.
+    """
     import tensorflow as tf
+
+    from deferral._fill import aligned_empty, host_dtype
 
     if request.recipe.kind == "constant":
         with tf.init_scope(), tf.device(request.device):
             scalar = _tensor(request.host_values(0, 1).reshape(()), request.dtype)
             return tf.Variable(tf.fill(request.shape, scalar), trainable=request.trainable)
-    return _variable(request.host_values().reshape(request.shape), request.dtype, request.device,
-                     request.trainable)
+    host = aligned_empty(request.shape, host_dtype(request.dtype))
+    request.fill_host(host)
+    with tf.init_scope():
+        tensor = _adopted(host)
+    return _variable(tensor, request.dtype, request.device, request.trainable)
+
+
+def _adopted(host: np.ndarray) -> tf.Tensor:
+    """An eager CPU tensor that uses ``host``'s memory, without copying it.
+
+    The DLPack capsule holds a reference to ``host``; TensorFlow releases it when the last
+    tensor or variable using the buffer is freed, so the memory cannot be freed under it.
+    The buffer must be aligned to :data:`deferral._fill.ALIGN` bytes (TensorFlow may abort
+    the process on an unaligned one): an array that is not (or is empty, or not contiguous)
+    is copied instead.
+    """
+    import tensorflow as tf
+
+    if host.size == 0 or host.ctypes.data % ALIGN or not host.flags.c_contiguous:
+        return tf.convert_to_tensor(host)
+    with tf.device("/CPU:0"):
+        return tf.experimental.dlpack.from_dlpack(host.__dlpack__())
 
 
 def _tensor(host: np.ndarray, dtype: str) -> tf.Tensor:
@@ -207,15 +244,17 @@ def _tensor(host: np.ndarray, dtype: str) -> tf.Tensor:
     return tf.bitcast(tensor, tf.bfloat16) if dtype == "bfloat16" else tensor
 
 
-def _variable(host: np.ndarray, dtype: str, device: str, trainable: bool) -> tf.Variable:
-    """Create a variable on ``device`` holding ``host`` (values in ``dtype``; bits for bfloat16).
+def _variable(tensor: tf.Tensor, dtype: str, device: str, trainable: bool) -> tf.Variable:
+    """Create a variable on ``device`` from ``tensor`` (values in ``dtype``; bits for bfloat16).
 
-    The values are generated into one host array and the variable is created from it. Filling
-    a zero variable block by block with strided-slice assignments would need less memory, but
-    TensorFlow then keeps the variable in copy-on-read mode: every later read copies the whole
-    tensor, which made forward passes and training steps 2-4x slower (see docs/performance.md).
+    On the CPU the variable takes over the tensor's buffer; on a GPU it is copied there once.
+    The variable is created from the whole tensor: filling a zero variable block by block with
+    strided-slice assignments leaves it in TensorFlow's slow copy-on-read mode, where every
+    later read copies the whole tensor (forward passes and training steps 2-4x slower).
     """
     import tensorflow as tf
 
     with tf.init_scope(), tf.device(device):
-        return tf.Variable(_tensor(host, dtype), trainable=trainable)
+        if dtype == "bfloat16":
+            tensor = tf.bitcast(tensor, tf.bfloat16)
+        return tf.Variable(tensor, trainable=trainable)

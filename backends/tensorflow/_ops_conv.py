@@ -117,7 +117,8 @@ def conv_transpose(x: Any, weight: Any, bias: Any | None, strides: Sequence[int]
     out = _by_group(transposed, y, w, groups)
     crop = opkit.transposed_crop(padding, output_padding)
     out = _pad(out, [(0, max(end, 0)) for _, end in crop])
-    out = out[(slice(None), *(slice(start, size + end) for size, (start, end) in zip(full, crop)))]
+    kept = (slice(None), *(slice(start, size + end) for size, (start, end) in zip(full, crop)))
+    out = out[kept]
     if bias is not None:
         out = tf.nn.bias_add(out, bias)
     return _first(out, n)

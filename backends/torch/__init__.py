@@ -4,7 +4,7 @@ Registered through the ``deferral.backends`` entry point ``torch``. Importing th
 imports no framework (``deferral.available_backends()`` loads it to read its
 :class:`~deferral.hookspec.BackendInfo`); torch is imported inside the hooks, when the backend
 is selected for a model. The values come from the core's recipe, with the NumPy backend's bits
-on every device: on the CPU the reference path writes straight into the new tensor; on other
+on every device: on the CPU the reference path writes into a NumPy array that becomes the tensor; on other
 devices (CUDA) uniform, normal and truncated normal values are generated on the device itself
 (``deferral_torch._native``), and the other kinds are computed on the host and copied in, chunk
 by chunk. The environment variable ``DEFERRAL_TORCH_NATIVE`` (:data:`NATIVE_ENV`) changes where
@@ -33,6 +33,7 @@ __all__ = [
     "deferral_is_native",
     "deferral_materialize",
     "deferral_materialize_native",
+    "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
@@ -74,6 +75,14 @@ _ACCEPTED = ("'cpu', 'cuda' (the current CUDA device), 'cuda:N' or 'meta' (shape
 def deferral_backend_info() -> BackendInfo:
     """Describe the backend (imports nothing)."""
     return _INFO
+
+
+@deferral.hookimpl
+def deferral_native(block: Any) -> torch.nn.Module:
+    """The model as a ``torch.nn.Module`` tree sharing its tensors (see ``deferral_torch._module``)."""
+    from ._module import native_module
+
+    return native_module(block)
 
 
 @deferral.hookimpl
@@ -197,14 +206,24 @@ def native_generation(device_type: str, kind: str) -> bool:
 
 @deferral.hookimpl
 def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
-    """Allocate the parameter on its device and fill it with the reference values.
+    """Allocate the parameter (or its ``request.region``) on its device with the reference values.
 
-    The tensor is created with ``torch.empty`` directly on ``request.device`` and filled by
-    :func:`fill_tensor`. On the ``meta`` device nothing is allocated and no value is made:
-    the parameter only has its shape and dtype (``deferral.materialize`` fills it later).
+    On the CPU the reference path writes into an aligned NumPy array
+    (:func:`deferral._fill.aligned_empty`) that becomes the tensor's storage through
+    ``torch.from_numpy``: no second copy, and NumPy's huge-page allocation makes first writing
+    the memory several times cheaper than into ``torch.empty``'s. On another device the tensor
+    is created with ``torch.empty`` there and filled by :func:`fill_tensor`. On the ``meta``
+    device nothing is allocated and no value is made: the parameter only has its shape and
+    dtype (``deferral.materialize`` fills it later).
     """
     import torch
 
+    from deferral._fill import aligned_empty, host_dtype
+
+    if request.device == "cpu" and not native_generation("cpu", request.recipe.kind):
+        host = aligned_empty(request.local_shape, host_dtype(request.dtype))
+        request.fill_local(host)
+        return torch.nn.Parameter(_host_tensor(host, request.dtype), requires_grad=request.trainable)
     values = torch.empty(request.local_shape, dtype=_torch_dtype(request.dtype), device=request.device)
     fill_tensor(values, request)
     return torch.nn.Parameter(values, requires_grad=request.trainable)
@@ -213,15 +232,14 @@ def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
 def fill_tensor(values: torch.Tensor, request: MaterializeRequest) -> None:
     """Write the values of ``request`` (the whole parameter, or its region) into ``values``.
 
-    ``values`` is a contiguous tensor of ``request.local_shape`` and dtype. Where
-    :func:`native_generation` says so (by default: uniform, normal and truncated normal on
-    any device but the CPU), the values are generated on the device in bounded chunks by
-    ``deferral_torch._native.fill`` (a shard's runs, however short, in one vectorized pass
-    per chunk). Otherwise, on the CPU the reference path writes straight into the tensor's
-    memory (no second copy), run by run for a shard; on another device each
-    chunk of :data:`CHUNK_ELEMENTS` values is computed on the host and copied in, so the extra
-    memory is one chunk. Every way gives the NumPy backend's bits. A ``meta`` tensor is left
-    as it is.
+    ``values`` is a contiguous tensor of ``request.local_shape`` and dtype, on any device.
+    Where :func:`native_generation` says so (by default: uniform, normal and truncated normal
+    on any device but the CPU), the values are generated on the device in bounded chunks by
+    ``deferral_torch._native.fill`` (a shard's short runs in one vectorized pass per chunk).
+    Otherwise, on the CPU the reference path writes straight into the tensor's memory (no
+    second copy); on another device each chunk of :data:`CHUNK_ELEMENTS` values is computed
+    on the host and copied in, so the extra memory is one chunk. Every way gives the NumPy
+    backend's bits. A ``meta`` tensor is left as it is.
     """
     import numpy as np
     import torch

@@ -1,5 +1,9 @@
 """Device-native value generation for the torch backend: the recipe in plain torch tensor ops.
 
+On CUDA with Triton installed, :func:`fill` launches the fused kernel of
+:mod:`deferral_torch._triton` instead (one kernel per chunk, everything in registers); the
+torch ops below are the fallback where Triton is absent, and the CPU path of the tests.
+
 Everything here runs on the device of the tensors it is given (CPU or CUDA, the same code),
 and produces the bits of the NumPy reference (:mod:`deferral.random`, :mod:`deferral._fill`):
 
@@ -28,7 +32,8 @@ Block indices are exact for any counter (the carry into the high counter words i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
@@ -54,8 +59,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_ELEMENTS",
     "CPU_CHUNK_ELEMENTS",
+    "FUSED_CHUNK_ELEMENTS",
     "NATIVE_KINDS",
     "fill",
+    "fused_kernel",
     "normal",
     "philox4x64",
     "run_words",
@@ -74,6 +81,9 @@ CHUNK_ELEMENTS = 1 << 22
 #: Elements per step on the CPU, where smaller temporaries stay in the caches (measured best
 #: among 2**16 .. 2**22 on a 4096 x 4096 parameter).
 CPU_CHUNK_ELEMENTS = 1 << 18
+#: Elements per launch of the fused Triton kernel (no temporaries: only the launch overhead,
+#: a few microseconds, is paid per chunk, so chunks are large; 256 MiB of float32).
+FUSED_CHUNK_ELEMENTS = 1 << 26
 
 #: Recipe kinds generated from the stream on the device. ``constant`` is a plain fill and
 #: ``orthogonal`` needs a QR factorisation of the whole matrix (done on the host).
@@ -81,7 +91,7 @@ NATIVE_KINDS = frozenset({"uniform", "normal", "truncated_normal"})
 
 #: A word of Philox state: a tensor of bit patterns, or one unsigned Python int shared by all
 #: blocks (counter words that do not vary across a chunk stay on the host until they mix).
-Word = torch.Tensor | int
+Word: TypeAlias = "torch.Tensor | int"
 
 _MASK64 = (1 << 64) - 1
 _MASK32 = (1 << 32) - 1
@@ -419,7 +429,7 @@ def _copy_host(flat: torch.Tensor, request: MaterializeRequest, chunk: int) -> N
 
 def fill(
     values: torch.Tensor, request: MaterializeRequest, chunk: int | None = None,
-    compact: bool = True,
+    compact: bool = True, fused: bool | None = None,
 ) -> None:
     """Write the values of ``request`` into ``values`` (any device) with the reference bits.
 
@@ -429,14 +439,22 @@ def fill(
     in chunks of ``chunk`` elements (default: :data:`CPU_CHUNK_ELEMENTS` on the CPU,
     :data:`CHUNK_ELEMENTS` elsewhere); ``constant`` is a fill with the rounded value;
     ``orthogonal`` is computed on the host (reference path) and copied in, chunk by chunk.
-    ``compact`` is passed to the normal quantile (see :func:`_normal_quantile`).
+    ``compact`` is passed to the normal quantile (see :func:`_normal_quantile`). On CUDA, each
+    chunk is one launch of the fused Triton kernel where Triton is installed
+    (:func:`fused_kernel`; ``fused=False`` forces the torch-ops path, ``fused=True`` requires
+    the kernel); for a shard, chunks of one run use the kernel, chunks of several short runs
+    (a column shard) the torch ops, in chunks of :data:`CHUNK_ELEMENTS`.
 
     Raises:
         TypeError: when ``values`` does not match the request.
         ValueError: for an unknown recipe kind, or ``orthogonal`` on part of a parameter.
     """
     if chunk is None:
-        chunk = CPU_CHUNK_ELEMENTS if values.device.type == "cpu" else CHUNK_ELEMENTS
+        if values.device.type == "cpu":
+            chunk = CPU_CHUNK_ELEMENTS
+        else:  # a shard's batches of many runs go through torch ops: their temporaries stay bounded
+            whole = request.region is None or request.region.is_full
+            chunk = FUSED_CHUNK_ELEMENTS if whole and fused is not False and fused_kernel(values.device) else CHUNK_ELEMENTS
     expected = getattr(torch, request.dtype)
     shape = tuple(request.local_shape)
     if tuple(values.shape) != shape or values.dtype != expected or not values.is_contiguous():
@@ -454,18 +472,41 @@ def fill(
             request.require_whole_for_orthogonal()
             _copy_host(flat, request, chunk)
         elif recipe.kind in NATIVE_KINDS:
-            _fill_stream(flat, request, chunk, compact, _progress.advance_elements(request.dtype))
+            _fill_stream(flat, request, chunk, compact, _progress.advance_elements(request.dtype), fused)
         else:
             raise ValueError(f"unknown recipe kind {recipe.kind!r}")
 
 
+def fused_kernel(device: torch.device) -> ModuleType | None:
+    """The fused Triton kernel module (:mod:`deferral_torch._triton`) for ``device``, or ``None``.
+
+    Only CUDA devices use it, and only where Triton is installed (CUDA builds of torch ship
+    it); it is never imported for the CPU (importing Triton next to TensorFlow can abort the
+    process).
+    """
+    if device.type != "cuda":
+        return None
+    try:
+        from . import _triton
+    except ImportError:
+        return None
+    return _triton
+
+
 def _fill_stream(
     flat: torch.Tensor, request: MaterializeRequest, chunk: int, compact: bool,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], None] | None, fused: bool | None = None,
 ) -> None:
     recipe = request.recipe
+    kernel = fused_kernel(flat.device) if fused is not False else None
+    if fused and kernel is None:
+        raise ValueError(f"fused generation needs Triton and a CUDA device; {flat.device} has none")
     for start, runs in request.batches(chunk):
-        w = run_words(request.key, runs, flat.device)
-        _round_into(flat[start:start + w.numel()], transform(recipe.kind, recipe.a, recipe.b, w, compact))
+        count = sum(length for _, length in runs)
+        if kernel is not None and len(runs) == 1:  # the fused kernel takes one run of offsets
+            kernel.fill(flat[start:start + count], recipe.kind, recipe.a, recipe.b, request.key, runs[0][0])
+        else:
+            w = run_words(request.key, runs, flat.device)
+            _round_into(flat[start:start + count], transform(recipe.kind, recipe.a, recipe.b, w, compact))
         if progress is not None:
-            progress(w.numel())
+            progress(count)

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from deferral import ops
 
 __all__ = list(ops.CORE_OPS)  # every core op, nothing else
 
-Tensor = torch.Tensor
 Axis = int | Sequence[int] | None
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from deferral import opkit, ops
 
 __all__ = list(ops.CONV_OPS)  # every op of the family, nothing else
 
-Tensor = torch.Tensor
 Pads = Sequence[tuple[int, int]]
 
 _CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

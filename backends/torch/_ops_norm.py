@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from deferral import opkit, ops
 
 __all__ = list(ops.NORM_OPS)  # every op of the family, nothing else
 
-Tensor = torch.Tensor
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
 

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from deferral import ops
 
 __all__ = list(ops.SEQ_OPS)  # every op of the family, nothing else
 
-Tensor = torch.Tensor
 
 
 def split(x: Tensor, sections: int, axis: int = -1) -> list[Tensor]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from .. import _lifecycle, _progress, registry
 from .. import ops as _ops
@@ -15,6 +17,8 @@ from ..errors import DeferredInitializationError
 from ..parameter import Parameter, ParameterDict, refuse_positional
 
 __all__ = ["Block", "Sequential"]
+
+_B = TypeVar("_B", bound="Block")
 
 # While deferral.summary() runs: [block, output spec] of every block call, parent first.
 _recorder: contextvars.ContextVar[list[list[Any]] | None] = contextvars.ContextVar(
@@ -40,6 +44,34 @@ def _input_shapes(values: Any) -> Any:
         return tuple(_ops.shape(values))
     except Exception:  # not an array of any loaded backend: build sees the value itself
         return values
+
+
+# The mode a native object's call asks for (Keras' ``training`` argument), per thread and task.
+# Blocks consult it only while some call has one active (``_overriding`` > 0, read without a
+# context lookup), so ``block.training`` stays a plain read that torch.compile traces through.
+_mode: contextvars.ContextVar[bool | None] = contextvars.ContextVar("deferral_mode", default=None)
+_overriding = 0
+_overriding_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def training_mode(training: bool) -> Iterator[None]:
+    """Run every block called inside in training (``True``) or inference mode, in this thread only.
+
+    For native objects whose framework passes the mode with each call (Keras' ``training``
+    argument): the blocks' own modes (``train()``/``eval()``) are left as they are, and calls
+    in other threads keep seeing them.
+    """
+    global _overriding
+    with _overriding_lock:
+        _overriding += 1
+    token = _mode.set(bool(training))
+    try:
+        yield
+    finally:
+        _mode.reset(token)
+        with _overriding_lock:
+            _overriding -= 1
 
 
 class _NotNative(TypeError):
@@ -86,9 +118,7 @@ class Block:
         ['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias']
     """
 
-    #: Whether the block computes in training mode (Dropout drops, BatchNorm uses and updates
-    #: batch statistics). Set it with :meth:`train` and :meth:`eval`.
-    training: bool
+    _training: bool
     _children: dict[str, Block]
     _params: dict[str, Parameter]
     _path: str
@@ -104,10 +134,21 @@ class Block:
         object.__setattr__(self, "_state", None)
         object.__setattr__(self, "_backend_choice", None)
         object.__setattr__(self, "_native", None)
-        object.__setattr__(self, "training", False)
+        object.__setattr__(self, "_training", False)
+
+    @property
+    def training(self) -> bool:
+        """Whether the block computes in training mode (Dropout drops, BatchNorm uses and updates
+        batch statistics). Set it with :meth:`train` and :meth:`eval`; a native object's call
+        may ask for another mode for its duration (see :func:`training_mode`)."""
+        if _overriding:
+            mode = _mode.get()
+            if mode is not None:
+                return mode
+        return self._training
 
     # -- modes -------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> Block:
+    def train(self: _B, mode: bool = True) -> _B:
         """Put this block and its descendants in training mode (``False``: inference). Returns self.
 
         Blocks start in inference mode, as in Keras and Gluon: Dropout is off and BatchNorm
@@ -115,10 +156,10 @@ class Block:
         back. Read the mode from ``block.training``.
         """
         for _, block in self._walk():
-            object.__setattr__(block, "training", bool(mode))
+            object.__setattr__(block, "_training", bool(mode))
         return self
 
-    def eval(self) -> Block:
+    def eval(self: _B) -> _B:
         """Put this block and its descendants in inference mode. Returns self."""
         return self.train(False)
 
@@ -238,7 +279,7 @@ class Block:
         params = ParameterDict(found)
         return params.select(select) if select is not None else params
 
-    def share_parameters(self, shared: ParameterDict | dict[str, Parameter]) -> Block:
+    def share_parameters(self: _B, shared: ParameterDict | dict[str, Parameter]) -> _B:
         """Use the parameters in ``shared`` wherever this block has one of the same name.
 
         Names are structural and relative to this block (``"weight"``, ``"0.bias"``); pass
@@ -499,9 +540,9 @@ class Block:
                 # An input the default backend cannot take (another framework's tensor) picks
                 # the loaded backend it belongs to.
                 if default.to_native(args[0], None, default.info.default_device) is None:
-                    for backend in list(registry._backends.values()):
-                        if backend.is_native(args[0]):
-                            return backend, None, None
+                    for loaded in list(registry._backends.values()):
+                        if loaded.is_native(args[0]):
+                            return loaded, None, None
             return default, None, None
         backends = {b for b, _, _ in intents}
         if len(backends) > 1:
@@ -510,8 +551,8 @@ class Block:
                 f"({', '.join(sorted(backends))}); initialize the whole model on one with "
                 "initialize(backend=..., force_reinit=True)."
             )
-        backend, dtype, device = sorted(intents, key=str)[0]
-        return registry.load_backend(backend), dtype, device
+        name, dtype, device = sorted(intents, key=str)[0]
+        return registry.load_backend(str(name)), dtype, device
 
     # -- copying, printing -------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -553,16 +594,22 @@ def _input_converter(block: Block, backend: Any, dtype: str | None, device: str 
             native = None if arg is None else to_native(arg, dtype, device)
             if native is None:
                 if i == 0:
-                    raise _NotNative(
-                        f"{name}: expected an array as input (a NumPy array or a "
-                        f"{backend.name!r} backend array). Received: {type(arg).__name__}. "
-                        "Convert it first, e.g. numpy.asarray(x, dtype='float32')."
-                    )
+                    raise _NotNative(_not_native(name, backend.name, arg))
                 native = arg
             out.append(native)
         return tuple(out)
 
     return convert
+
+
+def _not_native(name: str, bound: str, arg: Any) -> str:
+    """Why ``arg`` cannot be the input of a model bound to ``bound`` (naming its own backend)."""
+    other = next((b.name for b in list(registry._backends.values()) if b.name != bound and b.is_native(arg)), None)
+    received = type(arg).__name__
+    if other is not None:
+        received = f"a {other!r} backend array ({received}), but the model is bound to {bound!r}"
+    return (f"{name}: expected an array as input (a NumPy array or a {bound!r} backend array). "
+            f"Received: {received}. Convert it first, e.g. numpy.asarray(x, dtype='float32').")
 
 
 class Sequential(Block):
@@ -601,11 +648,13 @@ class Sequential(Block):
     def __iter__(self) -> Iterator[Block]:
         return iter(list(self._children.values()))
 
+    # The blocks are of different types: an index gives Any (as a heterogeneous list would),
+    # so ``net[0].weight`` type-checks; a slice gives a Sequential.
     @overload
-    def __getitem__(self, index: int) -> Block: ...
+    def __getitem__(self, index: int) -> Any: ...
     @overload
     def __getitem__(self, index: slice) -> Sequential: ...
-    def __getitem__(self, index: int | slice) -> Block | Sequential:
+    def __getitem__(self, index: int | slice) -> Any:
         blocks = list(self._children.values())
         if isinstance(index, slice):
             return Sequential(blocks[index])

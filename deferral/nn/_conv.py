@@ -169,6 +169,8 @@ class _Conv(_Windowed):
     """Shared by the convolution layers and their transposes (see :class:`Conv2D`)."""
 
     _transposed: ClassVar[bool] = False
+    #: Extra output size per spatial axis (transposed convolutions only).
+    output_padding: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -232,7 +234,7 @@ class _Conv(_Windowed):
         return ops.conv(x, weight, bias, self.strides, pads, self.dilation, self.groups)
 
     def _resolve(self, shape: tuple[Any, ...]) -> Pads:
-        if self.padding == "same":
+        if isinstance(self.padding, str):  # "same"
             pads = self._same(shape, self.kernel_size, self.strides, self.dilation)
         else:
             pads = self.padding
@@ -271,7 +273,7 @@ class _Conv(_Windowed):
     def _extra_repr(self) -> str:
         known = self._known_channels()
         parts = [f"{known} -> {self.channels}", f"kernel_size={self.kernel_size}", f"strides={self.strides}"]
-        if self.padding == "same" or any(b or a for b, a in self.padding):
+        if isinstance(self.padding, str) or any(b or a for b, a in self.padding):
             parts.append(f"padding={_show_padding(self.padding)}")
         if self._transposed and any(self.output_padding):
             parts.append(f"output_padding={self.output_padding}")
@@ -398,11 +400,13 @@ class _ConvTranspose(_Conv):
                 f"dilation={self.dilation}"
             )
         # "same" does not depend on the input here: output size = size * stride + output_padding.
-        pads, extra = self.padding, (0,) * self._ndim
-        if pads == "same":
+        extra: tuple[int, ...] = (0,) * self._ndim
+        if isinstance(self.padding, str):  # "same"
             totals = [d * (k - 1) + 1 - s for k, s, d in zip(self.kernel_size, self.strides, self.dilation)]
-            pads = tuple((max(t, 0) // 2, max(t, 0) - max(t, 0) // 2) for t in totals)
+            pads: Pads = tuple((max(t, 0) // 2, max(t, 0) - max(t, 0) // 2) for t in totals)
             extra = tuple(max(-t, 0) for t in totals)
+        else:
+            pads = self.padding
         self._fixed = (pads, tuple(op + e for op, e in zip(self.output_padding, extra)))
 
     def _weight_shape(self, in_channels: int) -> tuple[int, ...]:

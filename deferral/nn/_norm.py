@@ -206,7 +206,7 @@ class BatchNorm(_ChannelNorm):
             return self._normalize(x, mean, var, axis, rank)
         axes = tuple(i for i in range(rank) if i != axis)
         sizes = [shape[i] for i in axes]
-        count = math.prod(sizes) if None not in sizes else None  # type: ignore[arg-type]
+        count = math.prod(sizes) if None not in sizes else None
         if count is not None and count < 2:
             raise ValueError(
                 f"{self.describe()}: training needs more than 1 value per channel to compute batch "
@@ -375,10 +375,10 @@ class GroupNorm(_ChannelNorm):
                 f"{self.describe()}: at most one of the batch and spatial sizes may be unknown "
                 f"(input shape {shape}). Trace with known spatial sizes."
             )
-        grouped = ops.reshape(x, (batch, groups, channels // groups, *rest))  # type: ignore[operator]
+        grouped = ops.reshape(x, (batch, groups, channels // groups, *rest))
         mean, var = ops.moments(grouped, tuple(range(2, rank + 1)), keepdims=True)
         y = ops.multiply(ops.subtract(grouped, mean), ops.rsqrt(ops.add(var, self.epsilon)))
-        y = ops.reshape(y, (batch, channels, *rest))  # type: ignore[arg-type]
+        y = ops.reshape(y, (batch, channels, *rest))
         return _scale_shift(y, self.gamma, self.beta, 1, rank)
 
     def _check_channels(self, channels: int, shape: tuple[int | None, ...]) -> None:

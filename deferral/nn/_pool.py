@@ -41,7 +41,7 @@ class _Pool(_Windowed):
         self.pool_size = _int_tuple("pool_size", pool_size, n, cls)
         self.strides = self.pool_size if strides is None else _int_tuple("strides", strides, n, cls)
         self.padding = _padding_arg(padding, n, cls)
-        if self.padding != "same" and any(
+        if not isinstance(self.padding, str) and any(
             before >= k or after >= k for (before, after), k in zip(self.padding, self.pool_size)
         ):
             raise ValueError(
@@ -59,7 +59,7 @@ class _Pool(_Windowed):
         raise NotImplementedError
 
     def _resolve(self, shape: tuple[Any, ...]) -> Pads:
-        if self.padding == "same":
+        if isinstance(self.padding, str):  # "same"
             pads = self._same(shape, self.pool_size, self.strides, (1,) * self._ndim)
         else:
             pads = self.padding
@@ -69,7 +69,7 @@ class _Pool(_Windowed):
 
     def _extra_repr(self) -> str:
         parts = [f"pool_size={self.pool_size}", f"strides={self.strides}"]
-        if self.padding == "same" or any(b or a for b, a in self.padding):
+        if isinstance(self.padding, str) or any(b or a for b, a in self.padding):
             parts.append(f"padding={_show_padding(self.padding)}")
         return ", ".join(parts)
 

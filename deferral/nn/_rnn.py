@@ -222,13 +222,13 @@ class _RecurrentLayer(Block):
         batch = shape[1 - self._time_axis()] if len(shape) == 3 else None
         expected = (self.num_layers, batch, self.hidden_size)
         out = []
-        for name, state in zip(("h", "c"), states):
-            native = to_backend(state, param, where, f"the state {name}", param.dtype)
-            got = ops.shape(native)
-            if len(got) != 3 or any(e is not None and g is not None and e != g for e, g in zip(expected, got)):
+        for which, state in zip(("h", "c"), states):
+            native = to_backend(state, param, where, f"the state {which}", param.dtype)
+            found = ops.shape(native)
+            if len(found) != 3 or any(e is not None and g is not None and e != g for e, g in zip(expected, found)):
                 raise ShapeMismatchError(
-                    f"{where}: expected the state {name} of shape (num_layers, batch, hidden_size) "
-                    f"= {_fmt(expected)}. Received shape {_fmt(got)}. Use "
+                    f"{where}: expected the state {which} of shape (num_layers, batch, hidden_size) "
+                    f"= {_fmt(expected)}. Received shape {_fmt(found)}. Use "
                     "layer.begin_state(batch_size) for zero states of the right shape."
                 )
             out.append(ops.unstack(native, 0))

@@ -9,6 +9,7 @@ Backends without the optional conv ops (``deferral.ops.CONV_OPS``) skip, naming 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -123,11 +124,12 @@ class ConvLayerChecks(ConformanceBase):
         dilation, groups, transposed with output_padding) infers its input channels and gets
         the reference's parameter bits; its output agrees with the NumPy backend's."""
         make, shape = CONV_LAYERS[case]
-        layer = make()
+        layer: Any = make()
         self._require(under_test, "conv_transpose" if "Transpose" in type(layer).__name__ else "conv")
         assert -1 in layer.weight.shape
         net, _ = self._compare(make, rng.standard_normal(shape), under_test, reference)
-        assert net.weight.shape == layer._weight_shape(shape[1]) and net.weight.state == "materialized"
+        weight = net.param("weight")
+        assert weight.shape == layer._weight_shape(shape[1]) and weight.state == "materialized"
 
     @pytest.mark.parametrize("case", list(POOL_LAYERS))
     def test_pool_layer_matches_reference(self, case: str, under_test: Backend, reference: Backend,

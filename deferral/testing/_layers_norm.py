@@ -12,7 +12,7 @@ layer needs (the norm ops are optional for third-party backends).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -23,6 +23,7 @@ from ..registry import Backend, use_backend
 from ._base import ConformanceBase
 from ._reference import assert_bits_equal, param_bits
 
+_B = TypeVar("_B", bound=Block)
 __all__ = ["NormLayerChecks"]
 
 
@@ -35,7 +36,7 @@ class NormLayerChecks(ConformanceBase):
         if missing:
             pytest.skip(f"backend {self.backend!r} does not provide the optional op(s) {', '.join(missing)}")
 
-    def _pair(self, make: Callable[[], Block], device: str, seed: int = 0) -> tuple[Block, Block]:
+    def _pair(self, make: Callable[[], _B], device: str, seed: int = 0) -> tuple[_B, _B]:
         """The same definition initialized on the backend under test and on the reference."""
         tested, ref = make(), make()
         self.initialize(tested, seed=seed, device=device)

@@ -35,7 +35,7 @@ class SeqLayerChecks(ConformanceBase):
             if not ops.implements(under_test.ops, name):
                 pytest.skip(f"backend {self.backend!r} does not provide the optional op {name!r}")
 
-    def _seq_tolerance(self, device: str) -> dict[str, float]:
+    def _seq_tolerance(self, device: str) -> dict[str, Any]:
         if device.lower().startswith(("cuda", "/gpu", "gpu")):
             return {"rtol": self.cuda_rtol, "atol": self.cuda_atol}
         return {"rtol": self.op_rtol * 10, "atol": self.op_atol * 10}

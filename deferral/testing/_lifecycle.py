@@ -208,7 +208,7 @@ class LifecycleChecks(ConformanceBase):
         x = rng.standard_normal((3, 6)).astype(np.float32)
         out = self.host(under_test, net(x))
         assert net.a.weight.data() is net.b.weight.data()
-        assert net.a.bias.data() is net.b.bias.data()
+        assert net.a.param("bias").data() is net.b.param("bias").data()
         assert len(net.parameters()) == 2
         w, b = net.get_weights()
         np.testing.assert_allclose(out, 2 * _dense_forward(x, w, b), rtol=self.op_rtol * 10, atol=self.op_atol * 10)

@@ -43,7 +43,8 @@ def _taps(x: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilation
     """For each kernel tap, the strided slice of the (padded) ``x`` it meets at every output."""
     for tap in np.ndindex(*kernel):
         where = tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilation, out, strides))
-        yield tap, x[(slice(None), slice(None), *where)]
+        window = (slice(None), slice(None), *where)
+        yield tap, x[window]
 
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides: Sequence[int], padding: Pads,
@@ -56,7 +57,8 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides: Sequence[
     for g in range(groups):
         part = xp[:, g * c_in:(g + 1) * c_in]
         for tap, seen in _taps(part, kernel, strides, dilation, out):
-            taps = w[(slice(g * c_out, (g + 1) * c_out), slice(None), *tap)]  # (C_out / groups, C_in / groups)
+            index = (slice(g * c_out, (g + 1) * c_out), slice(None), *tap)
+            taps = w[index]  # (C_out / groups, C_in / groups)
             y[:, g * c_out:(g + 1) * c_out] += np.einsum("nc...,oc->no...", seen, taps)
     return y if b is None else y + _channels(b, y.ndim)
 
@@ -67,11 +69,13 @@ def _conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides:
     # then a stride-1 convolution with the flipped kernel, input and output channels swapped.
     n, kernel = x.ndim - 2, w.shape[2:]
     up = np.zeros((*x.shape[:2], *((size - 1) * s + 1 for size, s in zip(x.shape[2:], strides))))
-    up[(slice(None), slice(None), *(slice(None, None, s) for s in strides))] = x
+    strided = (slice(None), slice(None), *(slice(None, None, s) for s in strides))
+    up[strided] = x
     pads = [(d * (k - 1) - before, d * (k - 1) - after + extra)
             for k, d, (before, after), extra in zip(kernel, dilation, padding, output_padding)]
     crop = tuple(slice(max(-a, 0), up.shape[2 + i] - max(-c, 0)) for i, (a, c) in enumerate(pads))
-    up = np.pad(up[(slice(None), slice(None), *crop)], ((0, 0), (0, 0), *((max(a, 0), max(c, 0)) for a, c in pads)))
+    cropped = (slice(None), slice(None), *crop)
+    up = np.pad(up[cropped], ((0, 0), (0, 0), *((max(a, 0), max(c, 0)) for a, c in pads)))
     c_in = w.shape[0] // groups
     flipped = np.flip(w, axis=tuple(range(2, 2 + n)))
     conv_w = np.concatenate([np.swapaxes(flipped[g * c_in:(g + 1) * c_in], 0, 1) for g in range(groups)])

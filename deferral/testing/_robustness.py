@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ..hookspec import MaterializeRequest
-from ..nn import Block, Dense, Sequential
+from ..nn import Dense, Sequential
 from ..registry import Backend
 from ._base import ConformanceBase
 from ._models import ConcatHead
@@ -20,7 +20,7 @@ from ._reference import assert_bits_equal, assert_matches_reference, param_bits,
 
 __all__ = ["RobustnessChecks"]
 
-_COPIERS: dict[str, Callable[[Block], Block]] = {
+_COPIERS: dict[str, Callable[[Any], Any]] = {
     "pickle": lambda model: pickle.loads(pickle.dumps(model)),
     "deepcopy": copy.deepcopy,
 }

@@ -152,9 +152,9 @@ class ValueChecks(ConformanceBase):
 
         short = Sequential([Dense(8, activation="relu"), Dense(3)])
         grown = Sequential([Dense(8, activation="relu"), Dense(3), Dense(5)])
-        for net in (short, grown):
-            self.initialize(net, seed=78)
-            net(x)
+        for model in (short, grown):
+            self.initialize(model, seed=78)
+            model(x)
         s, g = short.collect_params(), grown.collect_params()
         for path in s:
             assert_bits_equal(param_bits(g[path]), param_bits(s[path]), f"{path!r} after appending a layer")

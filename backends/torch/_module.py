@@ -1,0 +1,336 @@
+"""``deferral.native(net)`` on the torch backend: the model as a real ``torch.nn.Module``.
+
+:class:`DeferralModule` wraps one block; its children are the modules of the block's children,
+under the same names, so the module tree mirrors the block tree and ``state_dict()`` keys are
+deferral's structural paths. The tensors registered in each module are the deferral parameters'
+own storage (no copy): trainable parameters as parameters, the others (BatchNorm running
+statistics) as buffers. The two sides stay in step both ways:
+
+- deferral to torch: every module :meth:`~deferral.Parameter.watch`\\ es the parameters it
+  shows, so when deferral materializes, swaps (``force_reinit``, ``set_data``,
+  ``load_parameters``) or rolls back a parameter, the module's registered tensor is replaced at
+  once. A parameter that has no values yet is registered as torch's own
+  ``UninitializedParameter`` (``UninitializedBuffer``), as torch's ``Lazy*`` modules do.
+- torch to deferral: ``.to()``, ``.double()``, ``.cuda()`` and assigning a tensor to a
+  parameter's attribute hand the new tensors to deferral with
+  :meth:`~deferral.Parameter.adopt`; ``train()``/``eval()`` and ``training`` read and write the
+  block's own mode.
+
+The forward pass is the block's call: the first one materializes exactly as ``net(x)`` would
+(outside any compiler's trace), later ones run the block's fast path, which ``torch.compile``
+traces without graph breaks.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch.nn.modules.module import _IncompatibleKeys
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
+
+from deferral import Parameter, _lifecycle, ops
+from deferral.errors import DeferralError
+from deferral.nn import Block, Sequential
+
+__all__ = ["BackendMismatchError", "DeferralModule", "SequentialModule", "StateDictError", "native_module"]
+
+
+class StateDictError(DeferralError, RuntimeError):
+    """A state dict cannot be loaded into a deferral module; nothing was changed.
+
+    A ``RuntimeError``, as torch's own ``load_state_dict`` raises; the message lists every
+    problem (missing and unexpected keys, shape mismatches, values that are not tensors).
+    """
+
+
+class BackendMismatchError(DeferralError, ValueError):
+    """A deferral module is used while its model is bound to another backend than torch."""
+
+
+# One placeholder per deferred parameter, shared by every module showing it, so that
+# ``parameters()`` lists a shared deferred parameter once.
+_placeholders: weakref.WeakKeyDictionary[Parameter, torch.Tensor] = weakref.WeakKeyDictionary()
+
+
+def _placeholder(param: Parameter) -> torch.Tensor:
+    """torch's lazy tensor standing for ``param`` until it has values (its dtype and device)."""
+    dtype, device = getattr(torch, param.dtype), torch.device(param.device or "cpu")
+    found = _placeholders.get(param)
+    if found is not None and is_lazy(found) and found.dtype == dtype and found.device == device:
+        return found
+    # (torch's stubs omit the device and dtype its __new__ takes)
+    if param.trainable:
+        made: torch.Tensor = UninitializedParameter(True, device=device, dtype=dtype)  # type: ignore[call-arg]
+    else:
+        made = UninitializedBuffer(False, device=device, dtype=dtype)  # type: ignore[call-arg]
+    _placeholders[param] = made
+    return made
+
+
+def _become(param: Parameter) -> torch.Tensor:
+    """``param``'s tensor; the placeholder an optimizer may hold becomes it, as torch's own do.
+
+    torch's lazy modules turn an ``UninitializedParameter`` into a ``Parameter`` in place, so
+    an optimizer built before the first call trains the materialized values. Here the
+    placeholder takes the new values' storage and becomes the parameter's storage object.
+    """
+    data = param._data
+    waiting = _placeholders.get(param)
+    if waiting is None or not is_lazy(waiting) or not isinstance(waiting, UninitializedParameter):
+        return data
+    waiting.__class__ = torch.nn.Parameter
+    waiting.data = data.detach()
+    _lifecycle.rebind(param, waiting)
+    return waiting
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _device_name(device: torch.device) -> str:
+    return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
+
+
+class _Slots(dict[str, Any]):
+    """A module's ``_parameters`` or ``_buffers``: a plain dict whose writes also reach deferral.
+
+    torch replaces registered tensors by item assignment (``module.weight = ...``,
+    ``load_state_dict(assign=True)``, ``.to()`` on buffers, and ``torch.func.functional_call``
+    or ``torch.export`` swapping in their own tensors for a call); the forward pass reads
+    deferral's parameters, so each such tensor is handed to deferral
+    (:meth:`deferral.Parameter.adopt`). Reads are the dict's own.
+    """
+
+    def __init__(self, owner: DeferralModule, items: Mapping[str, Any]) -> None:
+        super().__init__(items)
+        self._owner = weakref.ref(owner)
+
+    def __setitem__(self, name: str, tensor: Any) -> None:
+        super().__setitem__(name, tensor)
+        owner = self._owner()
+        param = None if owner is None else owner._deferral_params.get(name)
+        if param is not None and isinstance(tensor, torch.Tensor):
+            _adopt(param, tensor)
+
+    def __reduce__(self) -> Any:  # pickled as the plain dict it is
+        return dict, (dict(self),)
+
+
+def _adopt(param: Parameter, tensor: torch.Tensor) -> None:
+    """Hand ``tensor`` to deferral as ``param``'s storage unless it already is."""
+    lazy = is_lazy(tensor)
+    dtype, device = _dtype_name(tensor.dtype), _device_name(tensor.device)
+    if (param._data is tensor or (lazy and not param.initialized)) and param.dtype == dtype and (
+            param.device == device):
+        return
+    param.adopt(None if lazy else tensor, dtype, device)
+
+
+class DeferralModule(torch.nn.Module):
+    """A deferral block as a ``torch.nn.Module`` sharing its storage; see :func:`deferral.native`.
+
+    Behaves as any module: ``parameters()``, ``state_dict()``, ``load_state_dict()``,
+    ``to()``, hooks, ``torch.compile``, ``torch.export``, DDP. Its repr shows the block types.
+    """
+
+    _deferral_block: Block
+    # Own parameter name -> the deferral Parameter registered under it.
+    _deferral_params: dict[str, Parameter]
+
+    def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
+        super().__init__()
+        object.__setattr__(self, "_deferral_block", block)
+        object.__setattr__(self, "_deferral_params", dict(block._params.items()))
+        for name, child in children.items():
+            self._modules[name] = child
+        self._link()
+
+    def _link(self) -> None:
+        """Register every own parameter's current tensor and watch the parameters."""
+        object.__setattr__(self, "_parameters", _Slots(self, self._parameters))
+        object.__setattr__(self, "_buffers", _Slots(self, self._buffers))
+        for param in self._deferral_params.values():
+            param.watch(self)
+            self.parameter_changed(param)
+
+    @property
+    def block(self) -> Block:
+        """The deferral block this module shows."""
+        return self._deferral_block
+
+    # -- deferral -> torch ---------------------------------------------------------------
+    def parameter_changed(self, param: Parameter) -> None:
+        """Register ``param``'s tensor (or its placeholder) again; called by the core."""
+        if param.backend not in (None, "torch"):  # rebound elsewhere: forward() says so
+            tensor = None
+        elif param.initialized:
+            tensor = _become(param)
+        else:
+            tensor = _placeholder(param)
+        for name, mine in self._deferral_params.items():
+            if mine is param:  # the dict's own methods: this change comes from deferral
+                slots = self._parameters if param.trainable else self._buffers
+                if tensor is None:
+                    dict.pop(slots, name, None)
+                else:
+                    dict.__setitem__(slots, name, tensor)
+
+    # -- torch -> deferral ---------------------------------------------------------------
+    def _apply(self, fn: Any, recurse: bool = True) -> DeferralModule:
+        # torch converts a parameter in place (``param.data = converted``), which no dict
+        # write shows: hand every own tensor over again (a no-op where nothing changed).
+        super()._apply(fn, recurse)
+        for name, param in self._deferral_params.items():
+            tensor = (self._parameters if param.trainable else self._buffers).get(name)
+            if tensor is not None:
+                _adopt(param, tensor)
+        return self
+
+    # -- mode ----------------------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        """The block's own mode (``block.training``); torch's ``train()``/``eval()`` set it."""
+        return self._deferral_block.training
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        block = self.__dict__.get("_deferral_block")
+        if block is not None:  # torch.nn.Module.__init__ sets it before the block is known
+            # torch sets the flag module by module (its train() walks the children itself).
+            object.__setattr__(block, "_training", bool(mode))
+
+    # -- calling -------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The block's call: the first materializes (outside any trace), later ones compute."""
+        block = self._deferral_block
+        if block._state is None:
+            return _first_call(block, args, kwargs)
+        return block(*args, **kwargs)
+
+    # -- deferred parameters -------------------------------------------------------------
+    def has_uninitialized_params(self) -> bool:
+        """Whether a parameter of this module or a descendant has no values yet."""
+        return any(is_lazy(t) for m in self.modules() for t in (*m._parameters.values(), *m._buffers.values()))
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        # torch's own detaches every tensor, which a placeholder refuses: placeholders go as they are.
+        for name, tensor in (*self._parameters.items(), *self._buffers.items()):
+            if tensor is not None and name not in self._non_persistent_buffers_set:
+                destination[prefix + name] = tensor if keep_vars or is_lazy(tensor) else tensor.detach()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> _IncompatibleKeys:
+        """torch's ``load_state_dict``, all or nothing, and completing deferred parameters.
+
+        Every key, shape and value is checked first; with any problem (under ``strict``:
+        missing or unexpected keys too) :class:`StateDictError` lists them all and nothing
+        changes. Deferred parameters take their shapes and values from the state dict, with no
+        dry-run forward; those it lacks (``strict=False``) stay deferred. Returns torch's
+        ``(missing_keys, unexpected_keys)``.
+        """
+        from ._state import load
+
+        return load(self, state_dict, strict, assign)
+
+    # -- copies ----------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # The block carries the values (deferral's Parameter pickles them); the registered
+        # tensors are found again from it.
+        for slots in ("_parameters", "_buffers"):
+            state[slots] = {k: v for k, v in state[slots].items() if k not in self._deferral_params}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        block = self._deferral_block
+        object.__setattr__(self, "_deferral_params", dict(block._params.items()))
+        if block._native is None:
+            object.__setattr__(block, "_native", self)
+        self._link()
+
+    # -- printing --------------------------------------------------------------------------
+    def _get_name(self) -> str:
+        return type(self._deferral_block).__name__
+
+    def extra_repr(self) -> str:
+        return self._deferral_block._extra_repr()
+
+
+class SequentialModule(DeferralModule):
+    """The module of a :class:`deferral.nn.Sequential`: also ``len``, iteration and indexing,
+    as ``torch.nn.Sequential`` (a slice is a ``torch.nn.Sequential`` of the same modules)."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[torch.nn.Module]:
+        return iter(list(self._modules.values()))
+
+    def __getitem__(self, index: int | slice) -> torch.nn.Module:
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return torch.nn.Sequential(*modules[index])
+        return modules[index]
+
+
+@torch.compiler.disable
+def _first_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A call that may materialize: deferral's own slow path, never traced by a compiler.
+
+    Raises:
+        BackendMismatchError: if the block's parameters were bound to another backend since.
+    """
+    elsewhere = {p.path: p.backend for p in block.collect_params().values() if p.backend not in (None, "torch")}
+    if elsewhere:
+        path, backend = next(iter(elsewhere.items()))
+        raise BackendMismatchError(
+            f"deferral.native: this torch.nn.Module shows {block.describe()}, but its parameter "
+            f"{path!r} is now bound to backend {backend!r}, not 'torch' ({len(elsewhere)} parameter(s) "
+            f"moved). Initialize the model on torch again (net.initialize(backend='torch', "
+            f"force_reinit=True)), or use the model itself on {backend!r}."
+        )
+    return block(*args, **kwargs)
+
+
+def _meet_tensor_types() -> None:
+    """Let the op dispatch meet ``torch.Tensor`` and ``torch.nn.Parameter`` now.
+
+    The dispatch caches each array type the first time an op meets it, and a compiled module
+    guards on that cache: were a ``Parameter`` first met later (BatchNorm's training step
+    updates its running statistics), every compiled graph would be recompiled once.
+    """
+    ops.shape(torch.empty(0))
+    ops.shape(torch.nn.Parameter(torch.empty(0), requires_grad=False))
+
+
+def native_module(block: Block) -> DeferralModule:
+    """The module tree for ``block`` (a block met twice in the tree gets one module)."""
+    made: dict[int, DeferralModule] = {}
+
+    def build(b: Block) -> DeferralModule:
+        if id(b) not in made:
+            children = {name: build(child) for name, child in b.children()}
+            kind = SequentialModule if isinstance(b, Sequential) else DeferralModule
+            made[id(b)] = kind(b, children)
+        return made[id(b)]
+
+    _meet_tensor_types()
+    root = build(block)
+    for module in made.values():  # deferral.native(net[0]) is deferral.native(net)[0]
+        if module.block is not block and module.block._native is None:
+            object.__setattr__(module.block, "_native", module)
+    return root
+
+
+def named_deferral_params(module: DeferralModule) -> Iterator[tuple[str, DeferralModule, str, Parameter]]:
+    """``(state-dict key, module, own name, parameter)`` of every registered parameter."""
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        if isinstance(sub, DeferralModule):
+            for name, param in sub._deferral_params.items():
+                yield (f"{prefix}.{name}" if prefix else name), sub, name, param
+

@@ -1,0 +1,534 @@
+"""``deferral.native(net)`` on the torch backend: a real ``torch.nn.Module`` sharing the model's tensors."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import deferral  # noqa: E402
+import deferral.models  # noqa: E402
+from deferral import nn  # noqa: E402
+from deferral_torch._module import BackendMismatchError, DeferralModule, StateDictError  # noqa: E402
+
+# torch's inductor imports its own deprecated torch.jit modules; that warning is torch's business.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def small() -> nn.Sequential:
+    return nn.Sequential([nn.Dense(8, activation="relu"), nn.BatchNorm(), nn.Dense(3)])
+
+
+def chapter_mlp() -> nn.Sequential:
+    return nn.Sequential([nn.Dense(256, activation="relu"), nn.Dense(10)])
+
+
+def native(make=small, seed: int = 0) -> tuple[nn.Block, DeferralModule]:
+    net = make()
+    net.initialize(seed=seed, backend="torch")
+    return net, deferral.native(net)
+
+
+X = torch.linspace(-1, 1, 20).reshape(4, 5)
+
+
+def test_the_module_tree_mirrors_the_block_tree() -> None:
+    net, m = native()
+    assert isinstance(m, torch.nn.Module) and deferral.native(net) is m
+    assert [name for name, _ in m.named_children()] == ["0", "1", "2"]
+    assert m[1] is deferral.native(net[1]) and m[1].block is net[1]
+    assert [type(c).__name__ for c in m.children()] == ["DeferralModule"] * 3
+    assert "(1): BatchNorm(-1, axis=1" in repr(m)
+    assert list(m.state_dict()) == ["0.weight", "0.bias", "1.gamma", "1.beta", "1.running_mean",
+                                    "1.running_var", "2.weight", "2.bias"]
+    assert [n for n, _ in m.named_parameters()] == ["0.weight", "0.bias", "1.gamma", "1.beta", "2.weight", "2.bias"]
+    assert [n for n, _ in m.named_buffers()] == ["1.running_mean", "1.running_var"]
+
+
+def test_deferred_parameters_are_torchs_lazy_parameters() -> None:
+    net, m = native()
+    lazy = torch.nn.modules.lazy.LazyModuleMixin.has_uninitialized_params
+    assert m.has_uninitialized_params() and lazy(m[0]) and lazy(m[1])
+    assert isinstance(m[0].weight, torch.nn.parameter.UninitializedParameter)
+    assert isinstance(m[1].running_mean, torch.nn.parameter.UninitializedBuffer)
+    with pytest.raises(ValueError, match="uninitialized parameter"):
+        m[0].weight.sum()
+    # torch refuses them where it refuses its own (DDP); an optimizer holding them trains the
+    # parameters they become, as with torch's Lazy* modules.
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    m.train()
+    y = m(X)
+    assert not m.has_uninitialized_params() and not lazy(m[0])
+    assert opt.param_groups[0]["params"][0] is net[0].weight.data() is m[0].weight
+    before = net.get_weights()
+    y.sum().backward()
+    opt.step()
+    after = net.get_weights()
+    assert not np.array_equal(before[0], after[0]) and np.array_equal(before[4], before[4])
+
+
+def test_the_first_call_materializes_the_bits_net_x_gives() -> None:
+    net, m = native()
+    ref = small()
+    ref.initialize(seed=0, backend="torch")
+    assert torch.equal(m(X), ref(X))
+    for a, b in zip(ref.get_weights(), net.get_weights()):
+        assert a.tobytes() == b.tobytes()
+    assert m[0].weight is net[0].weight.data() and type(m[0].weight) is torch.nn.Parameter
+
+
+def test_storage_is_shared_both_ways() -> None:
+    net, m = native()
+    m(X)
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+    assert np.array_equal(net.get_weights()[0], m[0].weight.detach().numpy())
+    net[2].bias.data().data.fill_(7.0)
+    assert torch.equal(m.state_dict()["2.bias"], torch.full((3,), 7.0))
+    assert m[0].weight is net.parameters()[0]
+
+
+def test_deferral_replacing_values_is_seen_by_the_module() -> None:
+    net, m = native()
+    m(X)
+    old = m[0].weight
+    net.initialize(force_reinit=True, seed=5, backend="torch")
+    assert m[0].weight is net[0].weight.data() and m[0].weight is not old
+    net[2].bias.set_data(np.ones(3, dtype="float32"))
+    assert torch.equal(m[2].bias, torch.ones(3))
+    path = Path(__file__).parent / "_native_ckpt_tmp.safetensors"
+    try:
+        net.save_parameters(path)
+        other, om = native(seed=9)
+        other.load_parameters(path)
+        assert not om.has_uninitialized_params()
+        assert torch.equal(om[0].weight, m[0].weight) and om[0].weight is other[0].weight.data()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_train_and_eval_stay_in_sync_both_ways() -> None:
+    net, m = native()
+    assert not m.training and not net.training  # the model's mode, inference by default
+    m.train()
+    assert all(b.training for _, b in net._walk()) and all(x.training for x in m.modules())
+    net.eval()
+    assert not any(x.training for x in m.modules())
+    net.train()
+    assert m[1].training
+    m[1].eval()
+    assert not net[1].training and net[0].training
+
+
+def test_dtype_and_device_moves_keep_deferrals_view() -> None:
+    net, m = native()
+    m(X)
+    assert m.double() is m
+    w = net[0].weight
+    assert w.dtype == "float64" and w.data().dtype == torch.float64 and m[0].weight is w.data()
+    assert net[1].running_mean.dtype == "float64" and m[1].running_mean is net[1].running_mean.data()
+    assert net.get_weights()[0].dtype == np.float64
+    assert m(np.ones((2, 5))).dtype == torch.float64  # NumPy inputs follow the new dtype
+    m.to(torch.float32)
+    assert w.dtype == "float32" and net.get_weights()[0].dtype == np.float32
+    assert m.cpu() is m and w.device == "cpu"
+    m.to("cpu", torch.float16)
+    assert w.dtype == "float16" and net[1].running_var.data().dtype == torch.float16
+
+
+def test_a_move_before_the_first_call_changes_how_it_materializes() -> None:
+    net, m = native()
+    m.double()
+    assert net[0].weight.dtype == "float64" and m[0].weight.dtype == torch.float64
+    y = m(X.double())
+    ref = small()
+    ref.initialize(seed=0, backend="torch", dtype="float64")
+    assert torch.equal(y, ref(X.double()))
+
+
+@needs_cuda
+def test_cuda_moves() -> None:
+    net, m = native()
+    m(X)
+    m.cuda()
+    assert net[0].weight.device == "cuda:0" and m[0].weight.is_cuda
+    assert torch.equal(m(X.cuda()).cpu(), m.cpu()(X))
+    other, om = native()
+    om.to("cuda")
+    om(X.cuda())
+    assert other[0].weight.data().is_cuda
+
+
+def test_forward_hooks_fire() -> None:
+    net, m = native()
+    seen = []
+    m.register_forward_pre_hook(lambda mod, args: seen.append(("pre", args[0].shape)))
+    handle = m.register_forward_hook(lambda mod, args, out: out * 2)
+    y = m(X)
+    assert seen == [("pre", X.shape)] and torch.equal(y, net(X) * 2)
+    handle.remove()
+    assert torch.equal(m(X), net(X))
+
+
+def test_copies_pickles_and_torch_save_round_trip() -> None:
+    net, m = native()
+    m(X)
+    buffer = io.BytesIO()
+    torch.save(m, buffer)
+    buffer.seek(0)
+    for copied in (copy.deepcopy(m), pickle.loads(pickle.dumps(m)), torch.load(buffer, weights_only=False)):
+        assert isinstance(copied, DeferralModule) and copied.block is not net
+        assert torch.equal(copied(X), m(X))
+        assert deferral.native(copied.block) is copied
+        assert copied[0].weight is copied.block[0].weight.data()  # shared in the copy too
+        assert copied[0].weight.data_ptr() != m[0].weight.data_ptr()
+        assert list(copied.state_dict()) == list(m.state_dict())
+
+
+def test_a_deferred_module_copies_deferred() -> None:
+    _, m = native()
+    copied = copy.deepcopy(m)
+    assert copied.has_uninitialized_params()
+    ref = small()
+    ref.initialize(seed=0, backend="torch")
+    assert torch.equal(copied(X), ref(X))
+
+
+def test_load_state_dict_completes_a_deferred_module_without_a_forward() -> None:
+    src, ms = native(seed=3)
+    ms.train()
+    ms(X)
+    net, m = native()
+    assert str(m.load_state_dict(ms.state_dict())) == "<All keys matched successfully>"
+    assert not m.has_uninitialized_params()
+    assert all(p.state == "materialized" for p in net.collect_params().values())
+    for a, b in zip(src.get_weights(), net.get_weights()):
+        assert a.tobytes() == b.tobytes()
+    assert torch.equal(m(X), ms.eval()(X))
+
+
+def test_load_state_dict_keeps_the_tensors_of_a_materialized_module() -> None:
+    _src, ms = native(seed=3)
+    ms(X)
+    _net, m = native()
+    m(X)
+    weight = m[0].weight
+    m.load_state_dict(ms.state_dict())
+    assert m[0].weight is weight and torch.equal(weight, ms[0].weight)
+
+
+def test_load_state_dict_strict_false_reports_keys_as_torch_does() -> None:
+    _src, ms = native(seed=3)
+    ms(X)
+    part = {k: v for k, v in ms.state_dict().items() if k.startswith("0.")}
+    part["extra"] = torch.zeros(1)
+    net, m = native()
+    result = m.load_state_dict(part, strict=False)
+    assert isinstance(result, torch.nn.modules.module._IncompatibleKeys)
+    assert result.missing_keys == ["1.gamma", "1.beta", "1.running_mean", "1.running_var", "2.weight", "2.bias"]
+    assert result.unexpected_keys == ["extra"]
+    assert net[0].weight.state == "materialized" and net[2].weight.state == "declared"
+    assert m.has_uninitialized_params()
+    # torch's own module reports the same way
+    plain = torch.nn.Sequential(torch.nn.Linear(5, 8))
+    theirs = plain.load_state_dict({"0.weight": torch.zeros(8, 5), "extra": torch.zeros(1)}, strict=False)
+    assert (theirs.missing_keys, theirs.unexpected_keys) == (["0.bias"], ["extra"])
+
+
+def _states(net: nn.Block) -> list[tuple[str, tuple[int, ...]]]:
+    return [(p.state, p.shape) for p in net.collect_params().values()]
+
+
+def test_load_state_dict_is_all_or_nothing() -> None:
+    _src, ms = native(seed=3)
+    ms(X)
+    good = ms.state_dict()
+    net, m = native()
+    before = _states(net)
+    with pytest.raises(StateDictError, match=r'Missing key\(s\) in state_dict: "2.bias"') as info:
+        m.load_state_dict({k: v for k, v in good.items() if k != "2.bias"})
+    assert isinstance(info.value, RuntimeError) and "Nothing was changed" in str(info.value)
+    bad = dict(good, **{"2.weight": torch.zeros(4, 8)})
+    with pytest.raises(StateDictError, match=r"size mismatch for 2.weight: .*\(4, 8\).*\(3, -1\)"):
+        m.load_state_dict(bad)
+    with pytest.raises(StateDictError, match=r'"0.bias" is not a tensor'):
+        m.load_state_dict(dict(good, **{"0.bias": [0.0] * 8}))
+    assert _states(net) == before and m.has_uninitialized_params()
+    # a materialized module keeps its values when a later key is wrong
+    m(X)
+    values = [w.copy() for w in net.get_weights()]
+    with pytest.raises(StateDictError):
+        m.load_state_dict(bad)
+    assert all(np.array_equal(a, b) for a, b in zip(values, net.get_weights()))
+
+
+def test_load_state_dict_assign_hands_the_tensors_to_deferral() -> None:
+    _src, ms = native(seed=3)
+    ms(X)
+    state = {k: v.clone() for k, v in ms.state_dict().items()}
+    net, m = native()
+    m(X)
+    m.load_state_dict(state, assign=True)
+    assert net[0].weight.data() is m[0].weight
+    assert m[0].weight.data_ptr() == state["0.weight"].data_ptr()
+    assert np.array_equal(net.get_weights()[0], state["0.weight"].numpy())
+
+
+def test_functional_call_runs_with_the_given_tensors() -> None:
+    net, m = native()
+    m(X)
+    zeros = {k: torch.zeros_like(v) for k, v in m.named_parameters()}
+    out = torch.func.functional_call(m, zeros, (X,))
+    assert torch.equal(out, torch.zeros(4, 3))
+    assert m[0].weight is net[0].weight.data() and m[0].weight.abs().sum() > 0
+
+
+def test_a_child_of_a_users_module_gets_gradients_through_both() -> None:
+    net = deferral.models.resnet18(num_classes=16)
+    net.initialize(seed=0, backend="torch")
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = deferral.native(net)
+            self.head = torch.nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.backbone(x)))
+
+    model = Head()
+    model(torch.zeros(2, 3, 32, 32))
+    assert "backbone.0.weight" in model.state_dict() and "head.weight" in model.state_dict()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert len(opt.param_groups[0]["params"]) == len(net.parameters()) + 2
+    model.train()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert model.head.weight.grad is not None and net[0].weight.data().grad is not None
+    assert net[0].weight.data().grad.abs().sum() > 0 and model.head.weight.grad.abs().sum() > 0
+    assert net.training  # model.train() reached the deferral model
+
+
+def test_requires_grad_and_zero_grad() -> None:
+    net, m = native()
+    m.train()
+    m(X).sum().backward()
+    assert net[0].weight.data().grad is not None
+    m.zero_grad()
+    assert net[0].weight.data().grad is None
+    m.requires_grad_(False)
+    assert not any(p.requires_grad for p in net.parameters())
+
+
+def test_a_model_moved_to_another_backend_is_refused_naming_both() -> None:
+    net, m = native()
+    m(X)
+    net.initialize(force_reinit=True, seed=0, backend="numpy")
+    assert list(m.state_dict()) == []
+    with pytest.raises(BackendMismatchError, match="'numpy', not 'torch'"):
+        m(X)
+    net.initialize(force_reinit=True, seed=0, backend="torch")
+    assert m(X).shape == (4, 3) and m[0].weight is net[0].weight.data()
+
+
+def test_another_backends_array_as_input_names_both_backends() -> None:
+    _net, m = native()
+    m(X)
+    deferral.load_backend("numpy")
+
+    class Foreign:  # an array type of no loaded backend reads as before
+        pass
+
+    with pytest.raises(TypeError, match="Received: Foreign"):
+        m(Foreign())
+
+
+def test_another_frameworks_tensor_names_both_backends() -> None:
+    tf = pytest.importorskip("tensorflow")
+    deferral.load_backend("tensorflow")
+    _net, m = native()
+    m(X)
+    with pytest.raises(TypeError, match=r"a 'tensorflow' backend array .* bound to 'torch'"):
+        m(tf.ones((4, 5)))
+
+
+# -- compilers ----------------------------------------------------------------------------
+def _explain(m: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    torch._dynamo.reset()
+    out = torch._dynamo.explain(m)(x)
+    return out.graph_break_count, out.graph_count
+
+
+def test_dynamo_traces_the_mlp_and_resnet18_without_graph_breaks() -> None:
+    _, mlp = native(chapter_mlp)
+    mlp(torch.randn(2, 20))
+    assert _explain(mlp, torch.randn(2, 20)) == (0, 1)
+    net = deferral.models.resnet18(num_classes=10)
+    net.initialize(seed=0, backend="torch")
+    resnet = deferral.native(net)
+    resnet(torch.randn(2, 3, 32, 32))
+    assert _explain(resnet, torch.randn(2, 3, 32, 32)) == (0, 1)
+    resnet.train()
+    assert _explain(resnet, torch.randn(2, 3, 32, 32)) == (0, 1)
+
+
+def _frames() -> int:
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
+def test_compiled_mlp_gives_eager_outputs_and_never_recompiles() -> None:
+    torch._dynamo.reset()
+    _, m = native(chapter_mlp)
+    x = torch.randn(2, 20)
+    eager = m(x)
+    compiled = torch.compile(m)
+    assert torch.allclose(compiled(x), eager, atol=1e-5, rtol=0)
+    graphs = _frames()
+    for _ in range(3):
+        assert torch.allclose(compiled(x), eager, atol=1e-5, rtol=0)
+    assert _frames() == graphs
+
+
+def test_compiling_before_the_first_call_materializes_eagerly() -> None:
+    torch._dynamo.reset()
+    _net, m = native(chapter_mlp)
+    compiled = torch.compile(m, backend="eager")
+    y = compiled(torch.ones(2, 20))
+    ref = chapter_mlp()
+    ref.initialize(seed=0, backend="torch")
+    assert torch.equal(y, ref(torch.ones(2, 20)))
+    assert torch.equal(compiled(torch.ones(2, 20)), y)
+
+
+def test_dropout_and_batchnorm_in_training_mode_do_not_recompile() -> None:
+    torch._dynamo.reset()
+    net = nn.Sequential([nn.Dense(16, activation="relu"), nn.BatchNorm(), nn.Dropout(0.5), nn.Dense(2)])
+    net.initialize(seed=0, backend="torch")
+    m = deferral.native(net)
+    m(torch.randn(8, 5))
+    compiled = torch.compile(m, backend="aot_eager")
+    compiled(torch.randn(8, 5))
+    m.train()
+    compiled(torch.randn(8, 5))  # one recompile for the mode, as torch.nn's own
+    graphs = _frames()
+    for _ in range(4):
+        out = compiled(torch.randn(8, 5))
+    m.eval()
+    compiled(torch.randn(8, 5))
+    m.train()
+    compiled(torch.randn(8, 5))
+    assert _frames() == graphs and out.shape == (8, 2)
+
+
+@pytest.mark.slow
+def test_compiled_resnet18_gives_eager_outputs() -> None:
+    torch._dynamo.reset()
+    net = deferral.models.resnet18(num_classes=10)
+    net.initialize(seed=0, backend="torch")
+    m = deferral.native(net)
+    x = torch.randn(2, 3, 32, 32)
+    eager = m(x)
+    compiled = torch.compile(m)
+    assert torch.allclose(compiled(x), eager, atol=1e-5, rtol=0)
+    graphs = _frames()
+    assert torch.allclose(compiled(x), eager, atol=1e-5, rtol=0)
+    assert _frames() == graphs
+
+
+def test_export_of_the_mlp_computes_the_same_outputs() -> None:
+    _, m = native(chapter_mlp)
+    x = torch.randn(2, 20)
+    m(x)
+    program = torch.export.export(m, (x,))
+    kinds = {spec.kind.name for spec in program.graph_signature.input_specs}
+    assert kinds == {"PARAMETER", "USER_INPUT"}  # the weights are parameters, not constants
+    assert sorted(program.state_dict) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    other = torch.randn(2, 20)
+    assert torch.allclose(program.module()(other), m(other), atol=1e-6, rtol=0)
+    batch = torch.export.Dim("batch")
+    dynamic = torch.export.export(m, (x,), dynamic_shapes=(({0: batch},),))
+    many = torch.randn(7, 20)
+    assert torch.allclose(dynamic.module()(many), m(many), atol=1e-6, rtol=0)
+
+
+def test_jit_trace_of_the_mlp() -> None:
+    _, m = native(chapter_mlp)
+    x = torch.randn(2, 20)
+    m(x)
+    traced = torch.jit.trace(m, (x,))
+    other = torch.randn(3, 20)
+    assert torch.allclose(traced(other), m(other), atol=1e-6, rtol=0)
+
+
+# -- DistributedDataParallel ----------------------------------------------------------------
+_DDP_WORKER = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    import deferral
+    from deferral import nn
+
+    rank, port = int(sys.argv[1]), sys.argv[2]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(rank)  # different data on each rank
+    net = nn.Sequential([nn.Dense(16, activation="relu"), nn.BatchNorm(), nn.Dense(1)])
+    net.initialize(seed=0, backend="torch")
+    module = deferral.native(net)
+    module(torch.zeros(2, 4))  # materializes from the seed: the same bits on every rank
+    def gathered():
+        flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+        out = [torch.empty_like(flat) for _ in range(2)]
+        dist.all_gather(out, flat)
+        return out
+    before = gathered()
+    ddp = torch.nn.parallel.DistributedDataParallel(module, broadcast_buffers=False, init_sync=False)
+    ddp.train()
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    start = net.get_weights()[0].copy()
+    for _ in range(3):
+        opt.zero_grad()
+        loss = ddp(torch.randn(8, 4)).square().mean()
+        loss.backward()
+        opt.step()
+    after = gathered()
+    print("RESULT", rank, bool(torch.equal(*before)), bool(torch.equal(*after)),
+          bool((net.get_weights()[0] != start).any()), flush=True)
+    dist.destroy_process_group()
+""")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_distributed_data_parallel_trains_across_two_processes(tmp_path: Path) -> None:
+    script = tmp_path / "ddp_worker.py"
+    script.write_text(_DDP_WORKER, encoding="utf-8")
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(script), str(rank), port], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT) for rank in range(2)]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-3000:]
+            results += [line.split() for line in out.splitlines() if line.startswith("RESULT")]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert sorted(results) == [["RESULT", "0", "True", "True", "True"], ["RESULT", "1", "True", "True", "True"]]
