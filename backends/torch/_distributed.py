@@ -12,7 +12,7 @@ generates exactly its elements, on the local tensor's device. Nothing is broadca
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -121,10 +121,10 @@ def _named_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _check_names(module: torch.nn.Module, requests: Mapping[str, MaterializeRequest]) -> None:
+def _check_names(module: torch.nn.Module, names: Collection[str]) -> None:
     tensors = _named_tensors(module)
-    missing = sorted(set(requests) - set(tensors))
-    extra = sorted(set(tensors) - set(requests))
+    missing = sorted(set(names) - set(tensors))
+    extra = sorted(set(tensors) - set(names))
     if missing or extra:
         raise MaterializeError(
             f"materialize: the {type(module).__name__}'s tensors are not the deferral model's "
@@ -166,52 +166,58 @@ def materialize_module(module: torch.nn.Module, requests: Mapping[str, Materiali
     return fill_module(module, requests)
 
 
-def _gathered(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole parameter on every rank (a collective for a DTensor), on the CPU."""
-    dtensor = _dtensor_type()
-    if dtensor is not None and isinstance(tensor, dtensor):
-        tensor = tensor.full_tensor()
-    return tensor.detach().to("cpu")
+class _Gathered:
+    """One parameter of a file being written, gathered (a collective) only when its bytes are.
+
+    ``write_safetensors`` reads ``shape`` and ``nbytes`` for the header, then converts each
+    value with NumPy in file order, one at a time: so the file is written with one whole
+    parameter in memory at a time.
+    """
+
+    def __init__(self, tensor: torch.Tensor, dtype: str) -> None:
+        import numpy as np
+
+        from deferral._fill import host_dtype
+
+        self.tensor, self.param_dtype = tensor, dtype
+        self.shape = tuple(tensor.shape)
+        self.dtype = np.dtype(host_dtype(dtype))
+        self.nbytes = self.dtype.itemsize * tensor.numel()
+
+    def gather(self) -> torch.Tensor:
+        """The whole parameter on the CPU (every rank must call it, in the same order)."""
+        dtensor = _dtensor_type()
+        whole = self.tensor.full_tensor() if dtensor is not None and isinstance(self.tensor, dtensor) else self.tensor
+        whole = whole.detach().to("cpu")
+        return whole.float() if whole.dtype == torch.bfloat16 else whole
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        from deferral._checkpoint import to_host
+
+        host = to_host(self.gather().numpy(), self.param_dtype)
+        return host if dtype is None else host.astype(dtype, copy=False)
 
 
 def save_parameters(module: torch.nn.Module, path: str, *, net: Any) -> None:
     """Write a sharded module's parameters as one ordinary deferral file (``net.save_parameters``'s format).
 
-    Every rank calls it (each parameter is gathered in turn, a collective); rank 0 writes.
-    One parameter is whole at a time, so the extra memory is the largest parameter, never the
-    model. The file loads with ``load_parameters`` into an unsharded model, bit for bit.
-    """
-    import json
-    import os
+    Every rank calls it; each parameter is gathered in turn (a collective) and rank 0 writes it
+    with the library's own writer (``deferral._safetensors_write``: atomic, streamed), so one
+    parameter is whole at a time, never the model. The file loads with ``load_parameters``
+    into an unsharded model, bit for bit.
 
-    from deferral._checkpoint import _CODES, _host
-    from deferral._dtypes import ITEMSIZE
-    from deferral._version import __version__
-    from deferral.random import SPEC_VERSION
+    Raises:
+        MaterializeError: when the module's names are not the model's paths.
+    """
+    from deferral._checkpoint import file_metadata
+    from deferral._safetensors_write import write_safetensors
 
     params = dict(net.collect_params())
+    _check_names(module, params)
     tensors = _named_tensors(module)
-    writer = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, p in params.items():
-        size = (p.size or 0) * ITEMSIZE[p.dtype]
-        header[name] = {"dtype": _CODES[p.dtype], "shape": list(p.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    header["__metadata__"] = {
-        "format": "deferral", "deferral_version": __version__, "spec_version": str(SPEC_VERSION),
-        "seeds": json.dumps({n: p.seed for n, p in params.items()}),
-        "backends": json.dumps({n: p.backend for n, p in params.items()}),
-    }
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    tmp = f"{path}.tmp"
-    with open(tmp if writer else os.devnull, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little") + blob)
-        for name, p in params.items():
-            whole = _gathered(tensors[name])
-            if whole.dtype == torch.bfloat16:
-                whole = whole.float()
-            f.write(_host(whole.numpy(), p.dtype).tobytes())
-    if writer:
-        os.replace(tmp, path)
+    entries = {name: (p.dtype, _Gathered(tensors[name], p.dtype)) for name, p in params.items()}
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        write_safetensors(path, entries, file_metadata(params))  # type: ignore[arg-type]
+    else:
+        for _, entry in entries.values():
+            entry.gather()
