@@ -35,9 +35,10 @@ def materialize(target: Any, *, device: Any = None, net: Block | None = None) ->
     ``target`` is a deferral model initialized on the ``meta`` device
     (``net.initialize(seed=..., device="meta")``), or the framework model mirroring one
     (``deferral.native(net)``, possibly sharded with FSDP2 / tensor parallelism; every rank
-    calls ``materialize`` on its own part). ``net`` names the deferral model a framework
-    model mirrors, when it is not ``deferral.native``'s own object: its parameter and buffer
-    names must be the model's structural paths. Returns ``target``.
+    calls ``materialize`` on its own part). A deferral model that has a native object is
+    materialized through it. ``net`` names the deferral model a framework model mirrors, when
+    it is not ``deferral.native``'s own object: its parameter and buffer names must be the
+    model's structural paths. Returns ``target``.
 
     Raises:
         DeferredInitializationError: listing the parameters whose shapes are still unknown
@@ -55,7 +56,7 @@ def materialize(target: Any, *, device: Any = None, net: Block | None = None) ->
         >>> deferral.materialize(net)
         Traceback (most recent call last):
           ...
-        deferral.errors.MaterializeError: materialize: parameter 'weight' already holds values (on 'cpu'); materialize fills a model initialized with device='meta'. To make new values, call net.initialize(force_reinit=True, device=...).
+        deferral.errors.MaterializeError: materialize: parameter 'weight' already holds values (on 'cpu'); materialize fills a model initialized with device='meta'. To make new values, call net.initialize(force_reinit=True, device=...) (or reset_parameters() on its native module).
     """
     from .nn import Block
 
@@ -64,6 +65,8 @@ def materialize(target: Any, *, device: Any = None, net: Block | None = None) ->
         if native is None or native is target:
             return _materialize_block(target, device)
         net, target = target, native
+    if net is None:
+        net = _mirrored(target)
     if net is None:
         raise MaterializeError(
             f"materialize: cannot tell which deferral model the {type(target).__name__} mirrors. "
@@ -81,7 +84,16 @@ def materialize(target: Any, *, device: Any = None, net: Block | None = None) ->
     return target
 
 
+def _mirrored(native: Any) -> Block | None:
+    """The block ``native`` is ``deferral.native``'s object for (its ``block``), if it is one."""
+    from .nn import Block
+
+    block = getattr(native, "block", None)
+    return block if isinstance(block, Block) and block._native is native else None
+
+
 def _unknown(params: dict[str, Parameter]) -> None:
+    """Refuse parameters never initialized, of unknown shape, or already holding values."""
     never = [name for name, p in params.items() if p._intent is None]
     unknown = [f"{name} {p.shape}" for name, p in params.items() if not p.shape_known]
     if never:
@@ -96,6 +108,13 @@ def _unknown(params: dict[str, Parameter]) -> None:
             "the input sizes when creating the layers (e.g. in_units=...), or call "
             "net.infer_shape(...) with the input shapes first; no values are needed for that."
         )
+    for name, p in params.items():
+        if p._data is not None and p.device != "meta":
+            raise MaterializeError(
+                f"materialize: parameter {name!r} already holds values (on {p.device!r}); materialize "
+                "fills a model initialized with device='meta'. To make new values, call "
+                "net.initialize(force_reinit=True, device=...) (or reset_parameters() on its native module)."
+            )
 
 
 def _requests(net: Block, backend: Backend, device: Any) -> dict[str, MaterializeRequest]:
@@ -116,13 +135,6 @@ def _materialize_block(net: Block, device: Any) -> Block:
     backend = bound_backend(net)
     params = dict(net.collect_params())
     _unknown(params)
-    for name, p in params.items():
-        if p._data is not None and p.device != "meta":
-            raise MaterializeError(
-                f"materialize: parameter {name!r} already holds values (on {p.device!r}); materialize "
-                "fills a model initialized with device='meta'. To make new values, call "
-                "net.initialize(force_reinit=True, device=...)."
-            )
     target = backend.canonical_device(device)
     changes = []
     with _lifecycle.transaction():

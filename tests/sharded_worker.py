@@ -135,6 +135,29 @@ def check_reset_idiom(world: int, kind: str, device: str) -> int:
     return check_identical(module, reference("float32"), f"to_empty + fill in place, world {world}")
 
 
+def check_native(world: int, kind: str, device: str, dtype: str, ref: dict[str, torch.Tensor]) -> int:
+    """``deferral.native(net)`` under FSDP2: ``deferral.materialize(module)``, then the FSDP2 recipe
+    ``to_empty`` + ``reset_parameters()`` after the values were changed, both give the bits; the
+    deferral model sees the sharded parameters."""
+    net = model(dtype)
+    net.initialize(seed=SEED, backend="torch", dtype=dtype, device="meta")
+    module = deferral.native(net)
+    mesh = init_device_mesh(kind, (world,))
+    for child in module.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    deferral.materialize(module, device=device)
+    checked = check_identical(module, ref, f"native/{dtype}/world {world}")
+    assert net[0].weight.data() is module.get_parameter("0.weight")
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            tensor.zero_()
+    module.to_empty(device=device)
+    module.reset_parameters()
+    return checked + check_identical(module, ref, f"native to_empty + reset_parameters/{dtype}/world {world}")
+
+
 def check_layouts(world: int, kind: str, device: str) -> int:
     """FSDP-only, TP-only and (at 4 ranks) FSDP x TP, float32 and bfloat16; returns the tensors checked."""
     layouts = ["fsdp", "tp"] + (["fsdp_tp"] if world == 4 else [])
@@ -149,6 +172,7 @@ def check_layouts(world: int, kind: str, device: str) -> int:
                 assert "_StridedShard" in placements, placements
             deferral.materialize(module, device=device, net=net)
             checked += check_identical(module, ref, f"{layout}/{dtype}/world {world} on {device}")
+        checked += check_native(world, kind, device, dtype, ref)
     return checked + check_reset_idiom(world, kind, device)
 
 

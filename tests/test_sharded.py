@@ -349,3 +349,39 @@ def test_a_shard_generated_on_cuda_has_the_cpu_bits(dtype: str) -> None:
             fill_tensor(gpu, dataclasses.replace(_request(recipe, shape, dtype, r), device="cuda:0"))
             view = torch.int16 if dtype == "bfloat16" else cpu.dtype
             assert torch.equal(gpu.cpu().view(view), cpu.view(view)), (kind, coord)
+
+
+def test_native_module_on_meta_materializes_and_resets_to_the_models_bits() -> None:
+    torch = pytest.importorskip("torch")
+    ref = _model()
+    ref.infer_shape((2, 4))
+    ref.initialize(seed=3, backend="torch")
+    net = _model()
+    net.infer_shape((2, 4))
+    net.initialize(seed=3, backend="torch", device="meta")
+    module = deferral.native(net)
+    assert all(t.is_meta for t in module.state_dict().values())
+    deferral.materialize(net, device="cpu")  # through the native module, which the model has
+    assert net[0].weight.data() is module.get_parameter("0.weight")
+    want = ref.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(want, net.get_weights()))
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            tensor.fill_(7.0)
+    module.to_empty(device="cpu")
+    module.reset_parameters()  # the FSDP2 documentation's recipe, unsharded
+    assert all(np.array_equal(a, b) for a, b in zip(want, net.get_weights()))
+    with pytest.raises(deferral.MaterializeError, match="already holds values"):
+        deferral.materialize(module, device="cpu")
+
+
+def test_reset_parameters_refuses_a_parameter_of_unknown_shape() -> None:
+    torch = pytest.importorskip("torch")
+    net = _model()
+    net.initialize(seed=0, backend="torch")
+    module = deferral.native(net)
+    with torch.no_grad():
+        module.get_parameter("0.weight").fill_(2.0)
+    with pytest.raises(deferral.DeferredInitializationError, match=r"'2\.weight' \(shape \(3, -1\)\).*infer_shape"):
+        module.reset_parameters()
+    assert bool((module.get_parameter("0.weight") == 2.0).all())  # nothing was reset

@@ -116,12 +116,12 @@ def deferral_canonical_device(device: Any) -> str:
         return "cpu"
     text = device if isinstance(device, str) else str(device)
     match = _DEVICE.fullmatch(text.strip())
-    if match is None or (match[1] in ("cpu", "meta") and match[2] is not None):
+    if match is None or (match[1] == "cpu" and match[2] is not None):
         raise ValueError(
             f"the torch backend cannot place parameters on device {device!r}. "
             f"Use one of: {_ACCEPTED}."
         )
-    if match[1] in ("cpu", "meta"):
+    if match[1] in ("cpu", "meta"):  # FSDP2 names its meta tensors' device 'meta:0'
         return match[1]
     return _cuda_device(text, None if match[2] is None else int(match[2]))
 

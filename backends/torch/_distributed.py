@@ -23,7 +23,8 @@ from deferral.errors import MaterializeError
 if TYPE_CHECKING:
     from deferral.hookspec import MaterializeRequest
 
-__all__ = ["fill_module", "fill_parameter", "layouts", "materialize_module", "region_of", "save_parameters"]
+__all__ = ["fill_module", "fill_parameter", "layouts", "materialize_module", "region_of", "reset_module",
+           "save_parameters"]
 
 
 def _dtensor_type() -> Any:
@@ -148,6 +149,33 @@ def fill_module(module: torch.nn.Module, requests: Mapping[str, MaterializeReque
         if name in tensors:
             fill_parameter(tensors[name], request)
     return module
+
+
+def reset_module(module: torch.nn.Module) -> None:
+    """Fill every tensor of a ``deferral.native`` module tree from its parameter's recipe, in place.
+
+    Each tensor keeps its device and layout; the request is the parameter's intent on that
+    device (what ``reset_parameters()`` after ``to_empty`` needs).
+    """
+    import deferral
+    from deferral import _lifecycle
+
+    from ._module import named_deferral_params
+
+    tensors = _named_tensors(module)
+    requests = {}
+    for key, _, _, param in named_deferral_params(module):  # type: ignore[arg-type]
+        intent = param._intent
+        if intent is None or not param.shape_known:
+            raise deferral.DeferredInitializationError(
+                f"reset_parameters: parameter {key!r} (shape {param.shape}) "
+                f"{'was never initialized' if intent is None else 'has an unknown shape'}: initialize the "
+                "model and give its input sizes (or call net.infer_shape(...)) first. Nothing was reset."
+            )
+        device = str(_local(tensors[key]).device)
+        requests[key] = _lifecycle.request_for(param, dataclasses.replace(intent, device=device))
+    for key, request in requests.items():
+        fill_parameter(tensors[key], request)
 
 
 def materialize_module(module: torch.nn.Module, requests: Mapping[str, MaterializeRequest]) -> torch.nn.Module:
