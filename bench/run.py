@@ -12,7 +12,8 @@ parameters, for the plot), ``memory`` (peak memory while materializing, a fresh 
 case), ``forward`` (a forward pass against the equivalent native model, batch 1 and 256),
 ``native`` (``deferral.native(net)`` as a torch.nn.Module, eager and compiled, against torch.nn;
 ``--sections native --backends torch`` runs it alone), ``gpt2`` (GPT-2-small on torch against
-torch.nn) and ``cuda`` (GB/s on a GPU; skipped without one). Variants of a case alternate in one process
+torch.nn), ``cuda`` (GB/s on a GPU; skipped without one) and ``jax`` (the JAX rows,
+bench/_jax_rows.py, when ``--backends`` names jax). Variants of a case alternate in one process
 (A B A B ...) after one warm-up each; medians are reported with the issue's targets.
 
 Results go to ``bench/results/latest.json``; ``--from-json`` re-renders the tables, the docs
@@ -39,12 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from bench import _gpt2, _imports, _keras_rows, _machine, _memory, _models, _rates, _report  # noqa: E402
+from bench import _gpt2, _imports, _jax_rows, _keras_rows, _machine, _memory, _models, _rates, _report  # noqa: E402
 from bench._timing import measure  # noqa: E402
 
 __all__ = ["SCALES", "main", "run"]
 
-SECTIONS = ("import", "rates", "materialize", "sweep", "memory", "forward", "native", "gpt2", "cuda")
+SECTIONS = ("import", "rates", "materialize", "sweep", "memory", "forward", "native", "gpt2", "cuda", "jax")
 TEMPLATE = Path(__file__).resolve().parent / "performance_template.md"
 
 #: What each scale measures. ``full`` is the reference run (a few minutes on 2 cores),
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Measure what ``args`` asks for, printing each table as it is done; return the results."""
     cfg = SCALES[args.scale]
     repeats = args.repeats or cfg["repeats"]
-    names = [n for n in args.backends if _models.available(n)]
+    names = [n for n in args.backends if n in _models.BACKENDS and _models.available(n)]
     for missing in sorted(set(args.backends) - set(names)):
         _say(f"backend {missing!r} skipped: its framework is not installed")
     sections = args.sections
@@ -294,6 +295,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             _say(f"CUDA benchmark skipped: {reason}.")
             results["cuda"] = {"skipped": reason}
         done("cuda")
+    if "jax" in sections and "jax" in args.backends:
+        results["jax"] = _jax_rows.run(cfg, repeats, _say) if _jax_rows.available() else {
+            "skipped": "jax or flax is not installed"}
+        done("jax")
+        if "skipped" not in results["jax"]:
+            _say(_report.render_text(_jax_rows.tables(results["jax"])))
     results["meta"]["load_end"] = _load()
     _say(_report.render_text([_report.summary_table(results)]))
     return results
@@ -309,8 +316,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="smaller model (b) and sweep, fewer repeats (under a minute); same as --scale quick")
     p.add_argument("--scale", choices=tuple(SCALES), default=None,
                    help="full (default), quick, or tiny (the harness's own smoke test)")
-    p.add_argument("--backends", nargs="+", choices=_models.BACKENDS, default=list(_models.BACKENDS),
-                   help="backends to measure (default: every installed one)")
+    p.add_argument("--backends", nargs="+", choices=(*_models.BACKENDS, "jax"), default=[*_models.BACKENDS, "jax"],
+                   help="backends to measure (default: every installed one; jax: bench/_jax_rows.py)")
     p.add_argument("--repeats", type=int, default=None, help="samples per variant (default: 5, quick: 3; the sweep takes at most 3)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                    help="what to measure (default: everything)")
@@ -337,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text(encoding="utf-8"))
         _say(_report.render_text(_report.tables(results)))
+        if "materialize" in results.get("jax", {}):
+            _say(_report.render_text(_jax_rows.tables(results["jax"])))
     else:
         results = run(args, command)
         args.json.parent.mkdir(parents=True, exist_ok=True)

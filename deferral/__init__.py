@@ -14,6 +14,7 @@ from . import nn as nn
 from . import ops as ops
 from ._fill import get_num_threads as get_num_threads
 from ._fill import set_num_threads as set_num_threads
+from ._functional import functional as functional
 from ._materialize import materialize as materialize
 from ._native import native as native
 from ._progress import get_progress as get_progress
@@ -26,7 +27,11 @@ from .errors import BackendNotFoundError as BackendNotFoundError
 from .errors import CheckpointError as CheckpointError
 from .errors import DeferralError as DeferralError
 from .errors import DeferredInitializationError as DeferredInitializationError
+from .errors import EmptyInputError as EmptyInputError
+from .errors import FunctionalUseError as FunctionalUseError
 from .errors import InitializerError as InitializerError
+from .errors import InputDtypeError as InputDtypeError
+from .errors import InvalidIndexError as InvalidIndexError
 from .errors import MaterializeError as MaterializeError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
@@ -47,7 +52,11 @@ __all__ = [
     "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
+    "EmptyInputError",
+    "FunctionalUseError",
     "InitializerError",
+    "InputDtypeError",
+    "InvalidIndexError",
     "MaterializeError",
     "Parameter",
     "ParameterDict",
@@ -56,6 +65,7 @@ __all__ = [
     "TensorSpec",
     "__version__",
     "available_backends",
+    "functional",
     "get_backend",
     "get_num_threads",
     "get_progress",

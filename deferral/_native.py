@@ -20,7 +20,8 @@ def native(block: Block) -> Any:
     """The framework's own model object for ``block``, sharing its storage (no copy).
 
     On the torch backend a ``torch.nn.Module`` tree mirroring the block tree, on TensorFlow a
-    ``keras.Model``, on NumPy the block itself. Deferred parameters stay deferred: the first
+    ``keras.Model``, on JAX a ``flax.nnx.Module`` (with Flax installed; every parameter must be
+    materialized), on NumPy the block itself. Deferred parameters stay deferred: the first
     call (or loading a state) completes them, exactly as ``block(x)`` would. Calling it again
     returns the same object.
 
@@ -45,7 +46,7 @@ def native(block: Block) -> Any:
         raise NotImplementedError(
             f"deferral.native: backend {backend.name!r} (which {block.describe()} is bound to) has no "
             "native container. Use the block itself, or initialize it on a backend that has one "
-            "(torch, tensorflow, numpy)."
+            "(torch, tensorflow, jax, numpy)."
         )
     with LOCK:
         if block._native is None:

@@ -54,6 +54,10 @@ class OpNamespace(Protocol):
         """core: Element-wise maximum with broadcasting."""
         ...
 
+    def minimum(self, a: Array, b: Array, /) -> Array:
+        """core: Element-wise minimum with broadcasting."""
+        ...
+
     def relu(self, x: Array, /) -> Array:
         """core: ``max(x, 0)``."""
         ...
@@ -86,6 +90,14 @@ class OpNamespace(Protocol):
         """core: Element-wise natural logarithm."""
         ...
 
+    def expm1(self, x: Array, /) -> Array:
+        """core: Element-wise ``exp(x) - 1``, accurate for ``x`` near 0."""
+        ...
+
+    def log1p(self, x: Array, /) -> Array:
+        """core: Element-wise ``log(1 + x)``, accurate for ``x`` near 0."""
+        ...
+
     def reshape(self, x: Array, shape: tuple[int, ...], /) -> Array:
         """core: ``x`` with a new shape (one entry may be -1)."""
         ...
@@ -108,6 +120,14 @@ class OpNamespace(Protocol):
 
     def mean(self, x: Array, axis: int | tuple[int, ...] | None, keepdims: bool, /) -> Array:
         """core: Mean over ``axis`` (all axes when None)."""
+        ...
+
+    def max(self, x: Array, axis: int | tuple[int, ...] | None, keepdims: bool, /) -> Array:
+        """core: Maximum over ``axis`` (all axes when None)."""
+        ...
+
+    def min(self, x: Array, axis: int | tuple[int, ...] | None, keepdims: bool, /) -> Array:
+        """core: Minimum over ``axis`` (all axes when None)."""
         ...
 
     def conv(self, x: Array, weight: Array, bias: Array | None, strides: tuple[int, ...], padding: tuple[tuple[int, int], ...], dilation: tuple[int, ...], groups: int, /) -> Array:

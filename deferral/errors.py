@@ -13,7 +13,11 @@ __all__ = [
     "CheckpointError",
     "DeferralError",
     "DeferredInitializationError",
+    "EmptyInputError",
+    "FunctionalUseError",
     "InitializerError",
+    "InputDtypeError",
+    "InvalidIndexError",
     "MaterializeError",
     "ShapeMismatchError",
 ]
@@ -51,6 +55,32 @@ class CheckpointError(DeferralError, ValueError):
 
 class InitializerError(DeferralError, ValueError):
     """An initializer was created with impossible arguments, or cannot be resolved."""
+
+
+class FunctionalUseError(DeferralError, ValueError):
+    """The parameter values given to ``deferral.functional``'s ``apply`` do not fit the model."""
+
+
+class InputDtypeError(DeferralError, TypeError):
+    """A layer received an input of a dtype it does not compute with.
+
+    Floating layers (Dense, convolutions, pooling, normalization, recurrent, attention and the
+    activation layers) refuse integer and boolean inputs on every backend rather than guess a
+    cast; ``Embedding`` refuses indices that are not integers.
+    """
+
+
+class InvalidIndexError(DeferralError, IndexError, ValueError):
+    """Indices outside the range a layer accepts (``Embedding``: ``[0, input_dim)``).
+
+    Also an ``IndexError`` (what PyTorch raises) and a ``ValueError`` (what deferral raised
+    before it had this class).
+    """
+
+
+class EmptyInputError(DeferralError, ValueError):
+    """An input axis a layer computes over is empty (no features, no time steps, no keys,
+    an empty spatial axis, an empty batch for batch statistics)."""
 
 
 class MaterializeError(DeferralError, ValueError):

@@ -365,7 +365,8 @@ def deferral_native(block: Any) -> Any:
     the block), with every parameter either materialized or deferred as the model stands.
     The object must share storage with the model (no copies): training either one changes
     both. The torch backend returns a ``torch.nn.Module`` tree mirroring the block tree, the
-    TensorFlow backend a ``keras.Model``, the NumPy backend the block itself.
+    TensorFlow backend a ``keras.Model``, the JAX backend a ``flax.nnx.Module``, the NumPy
+    backend the block itself.
 
     Example::
 

@@ -8,7 +8,7 @@ Parameter counts (trainable parameters, as the frameworks report them):
 
 * ``lenet5()``: 61,706 for 1x28x28 inputs (the LeNet-5 of *Dive into Deep Learning*,
   sigmoid activations, average pooling, 10 classes; also 1x32x32 without the padding).
-* ``vgg11()``: 132,863,336 for 3x224x224 inputs and 1000 classes (torchvision's ``vgg11``).
+* ``vgg11()``: 132,863,336 for 1000 classes at every input size (torchvision's ``vgg11``).
 * ``resnet18()``: 11,689,512 for 1000 classes (torchvision's ``resnet18``); its BatchNorm
   layers add 9,600 non-trainable running statistics.
 * ``transformer_encoder_block(12, 3072, units=768)``: 7,087,872 (one BERT-base layer).
@@ -60,10 +60,12 @@ def lenet5(num_classes: int = 10) -> nn.Sequential:
 
 
 def vgg11(num_classes: int = 1000, dropout: float = 0.5) -> nn.Sequential:
-    """VGG-11 (configuration "A"): eight 3x3 convolutions in five stages, then three dense layers.
+    """VGG-11 (configuration "A") as torchvision's ``vgg11``: eight 3x3 convolutions in five
+    stages, ``AdaptiveAvgPool2D((7, 7))``, then three dense layers.
 
-    At 224x224 the flattened features are 512x7x7 = 25,088; at another resolution only the
-    first dense layer's input size changes (it is inferred).
+    The adaptive pooling makes the flattened features 512x7x7 = 25,088 at every resolution
+    (at 224x224 it is the identity), so the parameters, 132,863,336 for 1000 classes, do not
+    depend on the input size; any input of at least 32x32 fits the five poolings.
     """
     layers: list[nn.Block] = []
     for stage in ((64,), (128,), (256, 256), (512, 512), (512, 512)):
@@ -71,6 +73,7 @@ def vgg11(num_classes: int = 1000, dropout: float = 0.5) -> nn.Sequential:
             layers.append(nn.Conv2D(channels, kernel_size=3, padding=1, activation="relu"))
         layers.append(nn.MaxPool2D(pool_size=2, strides=2))
     layers += [
+        nn.AdaptiveAvgPool2D((7, 7)),
         nn.Flatten(),
         nn.Dense(4096, activation="relu"), nn.Dropout(dropout),
         nn.Dense(4096, activation="relu"), nn.Dropout(dropout),

@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from . import _opdef
+from . import _functional, _opdef
 from . import _shapes as _s
 from ._dispatch import _ops as _ops
 from ._opdef import check_namespace as check_namespace
@@ -159,6 +159,16 @@ def maximum(a: Array, b: Array) -> Array:
     return _ops(a).maximum(a, b)
 
 
+def _minimum_shape(a: Array, b: Array) -> Array:
+    return elementwise("minimum", a, b)
+
+
+@_op("core", _minimum_shape)
+def minimum(a: Array, b: Array) -> Array:
+    """Element-wise minimum with broadcasting."""
+    return _ops(a).minimum(a, b)
+
+
 @_op("core", _same)
 def relu(x: Array) -> Array:
     """``max(x, 0)``."""
@@ -211,6 +221,18 @@ def exp(x: Array) -> Array:
 def log(x: Array) -> Array:
     """Element-wise natural logarithm."""
     return _ops(x).log(x)
+
+
+@_op("core", _same)
+def expm1(x: Array) -> Array:
+    """Element-wise ``exp(x) - 1``, accurate for ``x`` near 0."""
+    return _ops(x).expm1(x)
+
+
+@_op("core", _same)
+def log1p(x: Array) -> Array:
+    """Element-wise ``log(1 + x)``, accurate for ``x`` near 0."""
+    return _ops(x).log1p(x)
 
 
 def _reshape_shape(x: Array, shape: tuple[int, ...]) -> Array:
@@ -319,6 +341,49 @@ def mean(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = Fal
     return _ops(x).mean(x, _axes(axis), keepdims)
 
 
+def _nonempty(op: str, shape: tuple[int | None, ...], axis: int | Sequence[int] | None) -> None:
+    """Raise unless every axis a ``max``/``min`` reduces is non-empty (frameworks differ here)."""
+    if any(shape[i] == 0 for i in _s.axes(op, axis, len(shape))):
+        raise fail(op, f"cannot reduce an empty axis of {shape}: the {op} of nothing is undefined")
+
+
+def _extreme(op: str, x: Array, axis: int | tuple[int, ...] | None, keepdims: bool) -> Array:
+    _nonempty(op, spec_of(x).shape, axis)
+    return _reduce_shape(x, axis, keepdims)
+
+
+def _max_shape(x: Array, axis: int | tuple[int, ...] | None, keepdims: bool) -> Array:
+    return _extreme("max", x, axis, keepdims)
+
+
+def _min_shape(x: Array, axis: int | tuple[int, ...] | None, keepdims: bool) -> Array:
+    return _extreme("min", x, axis, keepdims)
+
+
+@_op("core", _max_shape)
+def max(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
+    """Maximum over ``axis`` (all axes when None).
+
+    Raises:
+        ShapeMismatchError: for an empty axis (a maximum of nothing is undefined).
+    """
+    F = _ops(x)
+    _nonempty("max", F.shape(x), axis)
+    return F.max(x, _axes(axis), keepdims)
+
+
+@_op("core", _min_shape)
+def min(x: Array, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Array:
+    """Minimum over ``axis`` (all axes when None).
+
+    Raises:
+        ShapeMismatchError: for an empty axis.
+    """
+    F = _ops(x)
+    _nonempty("min", F.shape(x), axis)
+    return F.min(x, _axes(axis), keepdims)
+
+
 # == conv: convolution and pooling ==========================================================
 # Data is channels-first: (N, C, *spatial) with 1 to 3 spatial axes. ``strides`` and
 # ``dilation`` have one entry per spatial axis; ``padding`` has one ``(before, after)`` pair
@@ -395,28 +460,73 @@ def _pool_shape(x: Array, window: tuple[int, ...], strides: tuple[int, ...],
     return TensorSpec((*xs.shape[:2], *spatial), xs.dtype)
 
 
+def _ceil_padding(sizes: Sequence[int | None], window: Sequence[int], strides: Sequence[int],
+                 padding: Pads) -> _Pairs:
+    """``padding`` with the extra ``after`` elements that make the output size round up.
+
+    As PyTorch's ``ceil_mode``: per axis ``ceil((size + before + after - window) / stride) + 1``
+    windows, less one if the last would start past the input and the ``before`` padding (it
+    would see padding only). The extra elements are padding a window may overhang.
+
+    Example:
+        >>> from deferral.ops import _ceil_padding
+        >>> _ceil_padding((7, 6), window=(2, 3), strides=(2, 3), padding=((0, 0), (1, 0)))
+        ((0, 1), (1, 2))
+    """
+    out = []
+    for n, k, s, (before, after) in zip(sizes, window, strides, _pairs(padding)):
+        total = None if n is None else n + before + after
+        if total is None or total < k:  # unknown, or too small: the shape rule reports it
+            out.append((before, after))
+            continue
+        count = -(-(total - k) // s) + 1
+        if (count - 1) * s >= n + before:  # type: ignore[operator]
+            count -= 1
+        out.append((before, after + builtins.max((count - 1) * s + k - total, 0)))
+    return tuple(out)
+
+
 @_op("conv", _pool_shape)
-def max_pool(x: Array, window: Sequence[int], strides: Sequence[int], padding: Pads) -> Array:
-    """Maximum over windows of the spatial axes (padding never wins: it counts as -inf)."""
-    return _ops(x).max_pool(x, tuple(window), tuple(strides), _pairs(padding))
+def max_pool(x: Array, window: Sequence[int], strides: Sequence[int], padding: Pads,
+             ceil_mode: bool = False) -> Array:
+    """Maximum over windows of the spatial axes (padding never wins: it counts as -inf).
+
+    ``ceil_mode`` rounds the output size up, as PyTorch's (see :func:`_ceil_padding`).
+    """
+    F = _ops(x)
+    window, strides, pads = tuple(window), tuple(strides), _pairs(padding)
+    if ceil_mode:
+        pads = _ceil_padding(F.shape(x)[2:], window, strides, pads)
+    return F.max_pool(x, window, strides, pads)
 
 
 @_op("conv", _pool_shape)
 def avg_pool(x: Array, window: Sequence[int], strides: Sequence[int], padding: Pads,
-             count_include_pad: bool = True) -> Array:
+             count_include_pad: bool = True, ceil_mode: bool = False) -> Array:
     """Mean over windows of the spatial axes; padded zeros count in the divisor if asked.
 
     A backend's ``avg_pool`` always counts them; without ``count_include_pad`` the mean is
     divided by the fraction of each window that is input (the same pooling of ones; needs
-    the backend's ``zeros``).
+    the backend's ``zeros``). ``ceil_mode`` rounds the output size up as PyTorch's does
+    (:func:`_ceil_padding`); a window overhanging the padded input is then divided, as in
+    PyTorch, by its part within the padded input (``count_include_pad``) or within the input.
     """
     F = _ops(x)
     window, strides, pads = tuple(window), tuple(strides), _pairs(padding)
-    y = F.avg_pool(x, window, strides, pads)
-    if count_include_pad or not any(b or a for b, a in pads):
+    sizes = F.shape(x)[2:]
+    extended = _ceil_padding(sizes, window, strides, pads) if ceil_mode else pads
+    y = F.avg_pool(x, window, strides, extended)
+    if count_include_pad:
+        if extended == pads:
+            return y
+        # the padded input (ones) pooled with only the overhang as padding
+        region = tuple(n + b + a for n, (b, a) in zip(sizes, pads))
+        overhang = tuple((0, e - a) for (_, a), (_, e) in zip(pads, extended))
+        return F.divide(y, F.avg_pool(F.add(F.zeros((1, 1, *region), x), 1), window, strides, overhang))
+    if not any(b or a for b, a in extended):
         return y
-    ones = F.add(F.zeros((1, 1, *F.shape(x)[2:]), x), 1)
-    return F.divide(y, F.avg_pool(ones, window, strides, pads))
+    ones = F.add(F.zeros((1, 1, *sizes), x), 1)
+    return F.divide(y, F.avg_pool(ones, window, strides, extended))
 
 
 # == norm: normalization, embedding, dropout, state =========================================
@@ -498,7 +608,13 @@ def _assign_shape(target: Array, value: Array) -> None:
 
 @_op("norm", _assign_shape)
 def assign(target: Array, value: Array) -> None:
-    """Overwrite a parameter's native storage with ``value`` in place, outside autograd."""
+    """Overwrite a parameter's native storage with ``value`` in place, outside autograd.
+
+    Inside ``deferral.functional``'s ``apply``, where ``target`` is a value the call was given,
+    the call records ``value`` as that parameter's new state instead (returned in training mode).
+    """
+    if _functional.active and _functional.record_assign(target, value):
+        return None
     return _ops(target).assign(target, value)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _lifecycle, _progress
+from . import _functional, _lifecycle, _progress
 from . import init as _init
 from . import random as _random
 from ._dtypes import ITEMSIZE
@@ -264,10 +264,16 @@ class Parameter:
     def data(self) -> Any:
         """Return the backend-native array holding the values.
 
+        Inside a call of ``deferral.functional``'s ``apply``, the value that call was given.
+
         Raises:
             DeferredInitializationError: while the parameter is not materialized; the message
                 says which step is missing.
         """
+        if _functional.active:  # some thread runs a functional call: is it this one?
+            value = _functional.value_of(self)
+            if value is not _functional.MISSING:
+                return value
         data = self._data
         if data is not None:
             return data

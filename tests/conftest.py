@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +19,20 @@ def _clean_defaults(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     seed, selected = drandom._default_seed, registry._selected
     yield
     drandom._default_seed, registry._selected = seed, selected
+
+
+@pytest.fixture(scope="module")
+def jax_float64() -> Iterator[None]:
+    """JAX's 64-bit mode, for modules with float64 cases on every backend (JAX computes float64
+    only in that mode, off by default, and the JAX backend refuses float64 without it). Use it
+    with ``pytestmark = pytest.mark.usefixtures("jax_float64")``; without JAX it does nothing."""
+    if importlib.util.find_spec("jax") is None:
+        yield
+        return
+    import jax
+
+    with jax.enable_x64(True):
+        yield
 
 
 @pytest.fixture

@@ -19,8 +19,10 @@ from tests.conftest import snapshot
 BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(
         name != "numpy" and importlib.util.find_spec(name) is None, reason=f"{name} is not installed"))
-    for name in ("numpy", "torch", "tensorflow")
+    for name in ("numpy", "torch", "tensorflow", "jax")
 ]
+# JAX computes float64 only in its 64-bit mode (off by default).
+pytestmark = pytest.mark.usefixtures("jax_float64")
 
 
 def mlp() -> nn.Sequential:

@@ -74,9 +74,9 @@ def test_demo_is_repeatable(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_backend_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--backend", "jax"]) == 1
+    assert cli.main(["demo", "--backend", "mxnet"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("deferral: error: unknown backend 'jax'")
+    assert err.startswith("deferral: error: unknown backend 'mxnet'")
 
 
 def test_backends_names_lists_the_available_ones(capsys: pytest.CaptureFixture[str]) -> None:

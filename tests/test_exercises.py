@@ -94,7 +94,7 @@ def test_any_exception_in_a_custom_forward_rolls_back(exc: BaseException, x20: n
     [([[1.0] * 20] * 2, TypeError, "expected an array"),
      ("not an array", TypeError, "Received: str"),
      (np.ones(20, dtype="float32"), ValueError, "rank >= 2"),
-     (np.ones((2, 0), dtype="float32"), ValueError, "feature dimension is 0")],
+     (np.ones((2, 0), dtype="float32"), deferral.EmptyInputError, r"feature axis \(axis 1\) is empty")],
 )
 def test_bad_inputs_leave_the_model_deferred(bad: Any, exc: type, match: str) -> None:
     net = nn.Sequential([nn.Dense(4), nn.Dense(2)])

@@ -21,8 +21,11 @@ from deferral._dtypes import float32_to_bfloat16_bits
 FRAMEWORKS = [
     pytest.param(name, marks=pytest.mark.skipif(
         importlib.util.find_spec(module) is None, reason=f"{module} is not installed"))
-    for name, module in (("torch", "torch"), ("tensorflow", "tensorflow"))
+    for name, module in (("torch", "torch"), ("tensorflow", "tensorflow"), ("jax", "jax"))
 ]
+
+# JAX computes float64 only in its 64-bit mode (off by default).
+pytestmark = pytest.mark.usefixtures("jax_float64")
 
 INITIALIZERS = [
     init.Zeros(), init.Ones(), init.Constant(-0.75), init.Uniform(0.3), init.Normal(0.02),

@@ -169,7 +169,7 @@ def test_unsupported_dtype_and_device_fail_before_anything_changes() -> None:
     with pytest.raises(ValueError, match="cannot place parameters on device 'cuda'"):
         net.initialize(device="cuda")
     with pytest.raises(deferral.BackendNotFoundError, match="Choose one of"):
-        net.initialize(backend="jax")
+        net.initialize(backend="mxnet")
     with pytest.raises(deferral.InitializerError):
         net.initialize("nope")
     with pytest.raises(ValueError, match="seed"):

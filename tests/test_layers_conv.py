@@ -547,7 +547,7 @@ def test_kernel_larger_than_the_padded_input() -> None:
     (lambda: nn.Conv2D(4, 3, padding=(1, -1)), "Received: padding=(1, -1)"),
     (lambda: nn.Conv3D(4, 3, dilation=True), "for dilation. Received: dilation=True"),
     (lambda: nn.Conv2D(4, 3, in_channels=0), "expected a positive integer for in_channels. Received: in_channels=0"),
-    (lambda: nn.Conv2D(4, 3, activation="swish"), "unknown activation 'swish'"),
+    (lambda: nn.Conv2D(4, 3, activation="swishy"), "unknown activation 'swishy'"),
     (lambda: nn.Conv2DTranspose(4, 3, strides=2, output_padding=2), "output_padding must be smaller than strides or dilation"),
     (lambda: nn.MaxPool2D(2, padding=2), "padding must be smaller than pool_size on each side"),
     (lambda: nn.AvgPool1D(0), "expected a positive integer or a tuple of 1 positive integers for pool_size"),
@@ -609,3 +609,80 @@ def test_pickle_and_deepcopy_keep_every_bit() -> None:
     for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
         assert_same_parameters(clone, net)
         np.testing.assert_array_equal(clone(x), want)
+
+
+# -- ceil_mode and adaptive pooling against PyTorch --------------------------------------------
+_TORCH_POOLS: list[tuple[str, Any, Any]] = [
+    # (id, deferral layer, torch.nn.functional call)
+    ("max-ceil", lambda: nn.MaxPool2D(3, strides=2, padding=1, ceil_mode=True),
+     lambda F, x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True)),
+    ("max-ceil-last-window-dropped", lambda: nn.MaxPool1D(3, strides=3, padding=1, ceil_mode=True),
+     lambda F, x: F.max_pool1d(x, 3, 3, 1, ceil_mode=True)),
+    ("max-ceil-2", lambda: nn.MaxPool2D(2, ceil_mode=True), lambda F, x: F.max_pool2d(x, 2, ceil_mode=True)),
+    ("avg-ceil", lambda: nn.AvgPool2D(3, strides=2, padding=1, ceil_mode=True),
+     lambda F, x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)),
+    ("avg-ceil-exclude-pad", lambda: nn.AvgPool2D(3, strides=2, padding=1, ceil_mode=True, count_include_pad=False),
+     lambda F, x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)),
+    ("avg-ceil-nopad", lambda: nn.AvgPool2D((2, 3), strides=(2, 2), ceil_mode=True),
+     lambda F, x: F.avg_pool2d(x, (2, 3), (2, 2), ceil_mode=True)),
+    ("avg1d-ceil-dropped", lambda: nn.AvgPool1D(3, strides=3, padding=1, ceil_mode=True),
+     lambda F, x: F.avg_pool1d(x, 3, 3, 1, ceil_mode=True)),
+    ("adaptive-avg", lambda: nn.AdaptiveAvgPool2D((3, 4)), lambda F, x: F.adaptive_avg_pool2d(x, (3, 4))),
+    ("adaptive-avg-up", lambda: nn.AdaptiveAvgPool2D(7), lambda F, x: F.adaptive_avg_pool2d(x, 7)),
+    ("adaptive-avg-none", lambda: nn.AdaptiveAvgPool2D((None, 2)), lambda F, x: F.adaptive_avg_pool2d(x, (None, 2))),
+    ("adaptive-avg1d", lambda: nn.AdaptiveAvgPool1D(3), lambda F, x: F.adaptive_avg_pool1d(x, 3)),
+    ("adaptive-max", lambda: nn.AdaptiveMaxPool2D((2, 3)), lambda F, x: F.adaptive_max_pool2d(x, (2, 3))),
+    ("adaptive-max1d", lambda: nn.AdaptiveMaxPool1D(4), lambda F, x: F.adaptive_max_pool1d(x, 4)),
+]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 5, 5), (1, 1, 3, 4)])
+@pytest.mark.parametrize("case,make,theirs", _TORCH_POOLS, ids=[c[0] for c in _TORCH_POOLS])
+def test_pooling_matches_torch(case: str, make: Any, theirs: Any, shape: tuple[int, ...]) -> None:
+    """ceil_mode (output sizes, the dropped last window, divisors of overhanging windows) and
+    the adaptive windows agree with torch.nn.functional in float64."""
+    torch = pytest.importorskip("torch")
+    layer = make()
+    x = np.random.default_rng(sum(shape)).standard_normal(shape if layer._ndim == 2 else shape[:2] + shape[3:])
+    want = theirs(torch.nn.functional, torch.from_numpy(x)).numpy()
+    with deferral.use_backend("numpy"):
+        got = layer(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+
+
+def test_ceil_mode_output_sizes_and_repr() -> None:
+    assert nn.MaxPool2D(2, ceil_mode=True).infer_shape((1, 3, 7, 8)) == (1, 3, 4, 4)
+    assert nn.MaxPool2D(2).infer_shape((1, 3, 7, 8)) == (1, 3, 3, 4)
+    # the last window would start in the right padding: dropped, as PyTorch does
+    assert nn.MaxPool1D(3, strides=3, padding=1, ceil_mode=True).infer_shape((1, 1, 5)) == (1, 1, 2)
+    assert repr(nn.AvgPool2D(2, ceil_mode=True)) == "AvgPool2D(pool_size=(2, 2), strides=(2, 2), ceil_mode=True)"
+    assert repr(nn.AdaptiveAvgPool2D((7, 7))) == "AdaptiveAvgPool2D(output_size=(7, 7))"
+    with pytest.raises(ValueError, match="expected True or False for ceil_mode"):
+        nn.MaxPool2D(2, ceil_mode=1)
+
+
+@pytest.mark.parametrize("bad", [0, -1, (2,), (2, 0), 2.5, "7"])
+def test_adaptive_output_size_is_validated(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2D: expected output_size as a positive integer"):
+        nn.AdaptiveAvgPool2D(bad)
+
+
+# -- the channels-last hint ----------------------------------------------------------------------
+@pytest.mark.parametrize("shape,hint", [
+    ((4, 28, 28, 1), True), ((2, 224, 224, 3), True), ((2, 32, 32, 4), True), ((1, 16, 16, 16, 1), True),
+    ((2, 3, 224, 224), False), ((2, 4, 4, 4), False), ((2, 1, 28, 28), False), ((2, 64, 32, 3), False),
+    ((2, 28, 28, 5), False),
+])
+def test_channels_last_heuristic(shape: tuple[int, ...], hint: bool) -> None:
+    """The hint fires for square channels-last images only (last axis 1-4, axis 1 more than 4
+    and equal to another spatial size); a given in_channels skips it."""
+    layer = (nn.Conv2D if len(shape) == 4 else nn.Conv3D)(2, 1)
+    if hint:
+        with pytest.raises(deferral.ShapeMismatchError, match=r"looks channels-last"):
+            layer.infer_shape(shape)
+        assert layer.weight.shape[1] == -1
+        given = (nn.Conv2D if len(shape) == 4 else nn.Conv3D)(2, 1, in_channels=shape[1])
+        assert given.infer_shape(shape)[1] == 2
+    else:
+        assert layer.infer_shape(shape)[1] == 2

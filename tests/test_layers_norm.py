@@ -490,29 +490,19 @@ def test_embedding_identical_across_backends(backend: str, index_dtype: str) -> 
     assert np.array_equal(bits(host(net, net(native))), bits(want))
 
 
-@needs_torch
-def test_torch_index_errors() -> None:
-    import torch
-
+@pytest.mark.parametrize("backend", FRAMEWORKS)
+def test_native_index_errors_are_deferral_errors(backend: str) -> None:
+    """The backends' own index arrays: the same InputDtypeError and InvalidIndexError as NumPy's
+    (formerly torch's IndexError and TensorFlow's InvalidArgumentError); uint8 indices work."""
     emb = nn.Embedding(5, 2)
-    emb.initialize(seed=0, backend="torch")
-    with pytest.raises(TypeError, match="dtype float32"):
-        emb(torch.zeros(3))
-    with pytest.raises(IndexError):
-        emb(torch.tensor([5]))
-    assert emb(np.array([4], dtype=np.uint8)).shape == (1, 2)
-
-
-@needs_tf
-def test_tensorflow_index_errors() -> None:
-    import tensorflow as tf
-
-    emb = nn.Embedding(5, 2)
-    emb.initialize(seed=0, backend="tensorflow")
-    with pytest.raises(TypeError, match="dtype float32"):
-        emb(tf.zeros(3))
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        emb(tf.constant([5]))
+    emb.initialize(seed=0, backend=backend)
+    with pytest.raises(deferral.InputDtypeError, match=r"Embedding: expected integer indices.*dtype float32"):
+        emb(backend_array(backend, np.zeros(3, dtype="float32")))
+    with pytest.raises(deferral.InvalidIndexError, match=r"Embedding: indices must lie in \[0, 5\).*index 5"):
+        emb(backend_array(backend, np.array([5])))
+    with pytest.raises(IndexError, match="index -1"):
+        emb(backend_array(backend, np.array([-1])))
+    assert host(emb, emb(np.array([4], dtype=np.uint8))).shape == (1, 2)
 
 
 # -- training steps under the frameworks' own machinery ------------------------------------------

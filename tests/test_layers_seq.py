@@ -243,36 +243,51 @@ def test_parameter_count_equals_torch(kind: str, input_size: int, hidden: int, l
             assert getattr(ours, f"l{i}_{mine}").shape == tuple(getattr(theirs, f"{name}_l{i}").shape)
 
 
-def _torch_recurrent(layer: nn.Block, kind: str, input_size: int, batch_first: bool) -> Any:
+_TORCH_NAMES = {"i2h_weight": "weight_ih", "h2h_weight": "weight_hh", "i2h_bias": "bias_ih", "h2h_bias": "bias_hh"}
+
+
+def _torch_name(ours: str) -> str:
+    """deferral's ``l0_i2h_weight`` / ``r1_h2h_bias`` as torch's ``weight_ih_l0`` / ``bias_hh_l1_reverse``."""
+    prefix, kind = ours.split("_", 1)
+    return f"{_TORCH_NAMES[kind]}_l{prefix[1:]}{'_reverse' if prefix[0] == 'r' else ''}"
+
+
+def _torch_recurrent(layer: Any, kind: str, input_size: int, batch_first: bool) -> Any:
+    """torch's module of the same configuration with ``layer``'s weights; its state_dict lists
+    them in deferral's order."""
     import torch
 
     module = getattr(torch.nn, kind)(input_size, layer.hidden_size, num_layers=layer.num_layers,
-                                     batch_first=batch_first).double()
-    weights = layer.get_weights()
-    state = {}
-    for i in range(layer.num_layers):
-        for j, name in enumerate(("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
-            state[f"{name}_l{i}"] = torch.from_numpy(weights[4 * i + j].astype(np.float64))
-    module.load_state_dict(state)
+                                     batch_first=batch_first, bidirectional=layer.bidirectional).double()
+    names = [_torch_name(n) for n in layer.collect_params()]
+    assert list(module.state_dict()) == names
+    module.load_state_dict({n: torch.from_numpy(w.astype(np.float64)) for n, w in zip(names, layer.get_weights())})
     return module
 
 
 @needs_torch
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_recurrent_matches_torch_modules(kind: str, batch_first: bool) -> None:
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent_matches_torch_modules(kind: str, batch_first: bool, bidirectional: bool) -> None:
+    """Outputs, final states and parameter layout agree with torch.nn.RNN/GRU/LSTM with the
+    same weights, one- and bidirectional: states are (num_layers * directions, N, H), layer 0
+    forward first, then layer 0 reverse, ..."""
     import torch
 
     rng = np.random.default_rng(7)
-    layer = make(kind, hidden=6, num_layers=2, batch_first=batch_first)
+    layer = make(kind, hidden=6, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
     layer.initialize(seed=11, dtype="float64")
     x = rng.standard_normal((3, 5, 4) if batch_first else (5, 3, 4))
     out = layer(x)
+    assert out.shape[-1] == 6 * (2 if bidirectional else 1)
     module = _torch_recurrent(layer, kind, 4, batch_first)
     theirs, _ = module(torch.from_numpy(x))
     np.testing.assert_allclose(out, host(theirs), rtol=1e-12, atol=1e-13)
 
-    states = [rng.standard_normal((2, 3, 6)) for _ in range(2 if kind == "LSTM" else 1)]
+    depth = 4 if bidirectional else 2
+    assert [tuple(s.shape) for s in layer.begin_state(3)] == [(depth, 3, 6)] * (2 if kind == "LSTM" else 1)
+    states = [rng.standard_normal((depth, 3, 6)) for _ in range(2 if kind == "LSTM" else 1)]
     out, new = layer(x, states)
     given = tuple(torch.from_numpy(s) for s in states)
     theirs, final = module(torch.from_numpy(x), given if kind == "LSTM" else given[0])
@@ -387,7 +402,7 @@ def test_constructor_arguments_are_validated(factory: Any, message: str) -> None
 # -- errors leave the model unchanged ------------------------------------------------------------
 @pytest.mark.parametrize(("bad", "message"), [
     (lambda: np.ones((3, 5), dtype="float32"), "rank 3"),
-    (lambda: np.ones((2, 0, 5), dtype="float32"), "time axis is empty"),
+    (lambda: np.ones((2, 0, 5), dtype="float32"), r"time axis \(axis 1\) is empty"),
 ])
 def test_bad_recurrent_input_changes_nothing(bad: Any, message: str) -> None:
     # The Dense before the LSTM accepts the input (and materializes), then the LSTM rejects it:

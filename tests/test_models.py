@@ -11,6 +11,7 @@ import pytest
 
 import deferral
 from deferral import TensorSpec, models
+from deferral.interop import load_numpy_dict
 
 FRAMEWORKS = [
     pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
@@ -49,15 +50,59 @@ def test_gpt3_175b_summary_matches_the_published_size() -> None:
     assert net.blocks[95].ffn1.weight.shape == (4 * 12288, 12288)
 
 
-def test_changing_the_resolution_changes_only_the_first_dense_after_flatten() -> None:
-    shapes = {}
-    for size in (224, 64):
-        net = models.vgg11()
-        net.infer_shape((None, 3, size, size))
-        shapes[size] = {k: p.shape for k, p in net.collect_params().items()}
-    changed = [k for k in shapes[224] if shapes[224][k] != shapes[64][k]]
-    assert changed == ["14.weight"]  # the Dense(4096) right after Flatten (index 13)
-    assert shapes[224]["14.weight"] == (4096, 512 * 7 * 7) and shapes[64]["14.weight"] == (4096, 512 * 2 * 2)
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_vgg11_has_torchvisions_parameters_at_every_resolution(size: int) -> None:
+    """AdaptiveAvgPool2D((7, 7)) before the classifier, as torchvision: the first Dense always
+    reads 512x7x7 features, whatever the input size."""
+    net = models.vgg11()
+    summary = deferral.summary(net, (None, 3, size, size))
+    assert summary.total_params == summary.trainable_params == 132_863_336
+    assert type(net[13]).__name__ == "AdaptiveAvgPool2D" and net[13].output_size == (7, 7)
+    assert net.collect_params()["15.weight"].shape == (4096, 512 * 7 * 7)
+    assert net.infer_shape((2, 3, size, size)) == (2, 1000)
+
+
+def _torchvision() -> Any:
+    """torchvision, imported with the CPU torch of the test environment.
+
+    torchvision's C++ operators (``torchvision._C``) do not load against a CPU-only torch build
+    of another version, and ``torchvision._meta_registrations`` registers meta kernels for them
+    at import; stubbing that module lets the pure-Python models import (the models under test
+    use no torchvision operator).
+    """
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+    import sys
+    import types
+
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import torchvision
+
+    return torchvision
+
+
+@pytest.mark.slow
+def test_vgg11_matches_torchvision_with_copied_weights() -> None:
+    """Same architecture as torchvision's vgg11: every parameter maps one to one, in order,
+    with torch's layouts; with torchvision's weights loaded into a never-initialized model, the
+    outputs agree in eval mode at 32x32 (the adaptive pooling repeats the 1x1 feature map) and
+    at 80x80 (2x2 to 7x7: overlapping windows). On the torch backend, for speed (132M weights);
+    the adaptive pooling's agreement between backends is a conformance check."""
+    torchvision, torch = _torchvision(), pytest.importorskip("torch")
+    torch.manual_seed(0)
+    theirs = torchvision.models.vgg11(num_classes=10).eval()
+    ours = models.vgg11(num_classes=10)
+    state = theirs.state_dict()
+    names = list(ours.collect_params())
+    assert len(names) == len(state) == 22
+    with deferral.use_backend("torch"):
+        load_numpy_dict(ours, {name: value.numpy() for name, value in zip(names, state.values())})
+    assert [p.shape for p in ours.collect_params().values()] == [tuple(v.shape) for v in state.values()]
+    for size in (32, 80):
+        x = torch.from_numpy(np.random.default_rng(size).standard_normal((2, 3, size, size)).astype("float32"))
+        with torch.no_grad():
+            np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
 SMALL = [

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_lists_all_and_shape_namespace_come_from_the_declarations() -> None:
-    assert ops.OP_NAMES == tuple(_opdef.DEFS) and len(ops.OP_NAMES) == 38
+    assert ops.OP_NAMES == tuple(_opdef.DEFS) and len(ops.OP_NAMES) == 43
     assert ops.CORE_OPS + ops.CONV_OPS + ops.NORM_OPS + ops.SEQ_OPS == ops.OP_NAMES
     assert ops.CONV_OPS == ("conv", "conv_transpose", "max_pool", "avg_pool")
     assert set(ops.__all__) == {*ops.OP_NAMES, "OP_NAMES", "CORE_OPS", "CONV_OPS", "NORM_OPS", "SEQ_OPS",

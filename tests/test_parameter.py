@@ -119,8 +119,8 @@ def test_dense_arguments_are_validated() -> None:
         nn.Dense(-3)
     with pytest.raises(ValueError, match="Received: in_units=0"):
         nn.Dense(3, in_units=0)
-    with pytest.raises(ValueError, match="unknown activation 'relu6'"):
-        nn.Dense(3, activation="relu6")
+    with pytest.raises(ValueError, match="unknown activation 'relu7'"):
+        nn.Dense(3, activation="relu7")
     with pytest.raises(deferral.InitializerError):
         nn.Dense(3, weight_initializer="bogus")
 

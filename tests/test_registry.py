@@ -41,11 +41,11 @@ def test_default_backend_order(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_backend_lists_the_known_ones() -> None:
     with pytest.raises(deferral.BackendNotFoundError) as info:
-        deferral.set_backend("jax")
+        deferral.set_backend("mxnet")
     assert "Choose one of:" in str(info.value) and "numpy" in str(info.value)
     assert isinstance(info.value, LookupError)
     with pytest.raises(deferral.BackendNotFoundError):
-        with deferral.use_backend("jax"):
+        with deferral.use_backend("mxnet"):
             pass  # pragma: no cover
 
 
@@ -86,7 +86,7 @@ def test_missing_framework_gives_the_install_command(scratch: list[str]) -> None
         nn.Dense(3).initialize(backend="ghost")
     msg = str(info.value)
     assert "no_such_framework_xyz" in msg and 'pip install "deferral-ghost"' in msg
-    assert "Installed backends: numpy" in msg
+    assert "numpy" in msg.split("Installed backends: ")[1].rstrip(".").split(", ")
 
 
 def test_two_models_on_two_backends_in_one_process(scratch: list[str]) -> None:

@@ -27,8 +27,11 @@ subtract = np.subtract
 multiply = np.multiply
 divide = np.divide
 maximum = np.maximum
+minimum = np.minimum
 exp = np.exp
+expm1 = np.expm1
 log = np.log
+log1p = np.log1p
 tanh = np.tanh
 
 
@@ -87,6 +90,14 @@ def sum(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
 
 def mean(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
     return np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
+
+
+def max(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    return np.asarray(np.max(x, axis=axis, keepdims=keepdims))
+
+
+def min(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    return np.asarray(np.min(x, axis=axis, keepdims=keepdims))
 
 from ._ops_conv import *  # noqa: E402,F403
 from ._ops_norm import *  # noqa: E402,F403

@@ -82,6 +82,10 @@ def maximum(a: Any, b: Any) -> tf.Tensor:
     return tf.math.maximum(a, b)
 
 
+def minimum(a: Any, b: Any) -> tf.Tensor:
+    return tf.math.minimum(a, b)
+
+
 def relu(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(x)
 
@@ -118,6 +122,14 @@ def exp(x: tf.Tensor) -> tf.Tensor:
 
 def log(x: tf.Tensor) -> tf.Tensor:
     return tf.math.log(x)
+
+
+def expm1(x: tf.Tensor) -> tf.Tensor:
+    return tf.math.expm1(x)
+
+
+def log1p(x: tf.Tensor) -> tf.Tensor:
+    return tf.math.log1p(x)
 
 
 def reshape(x: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
@@ -158,6 +170,14 @@ def mean(x: tf.Tensor, axis: Axis = None, keepdims: bool = False) -> tf.Tensor:
     if not x.dtype.is_floating:
         x = tf.cast(x, tf.float64)
     return tf.math.reduce_mean(x, axis=_axis(axis), keepdims=keepdims)
+
+
+def max(x: tf.Tensor, axis: Axis = None, keepdims: bool = False) -> tf.Tensor:
+    return tf.math.reduce_max(x, axis=_axis(axis), keepdims=keepdims)
+
+
+def min(x: tf.Tensor, axis: Axis = None, keepdims: bool = False) -> tf.Tensor:
+    return tf.math.reduce_min(x, axis=_axis(axis), keepdims=keepdims)
 
 from ._ops_conv import *  # noqa: E402,F403
 from ._ops_norm import *  # noqa: E402,F403

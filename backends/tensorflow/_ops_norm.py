@@ -39,11 +39,20 @@ def rsqrt(x: Any) -> tf.Tensor:
 
 
 def take(weight: Any, indices: Any) -> tf.Tensor:
-    """``weight[indices]`` along the first axis (``tf.gather``).
+    """``weight[indices]`` along the first axis (``tf.gather``); integer indices other than
+    int32/int64 (``tf.gather`` refuses uint8, int16, ...) are widened to int64.
 
     Out-of-range indices raise ``InvalidArgumentError`` on the CPU; on a GPU TensorFlow
     returns zeros for them.
+
+    Raises:
+        TypeError: for indices that are not integers (as NumPy).
     """
+    indices = tf.convert_to_tensor(indices)
+    if indices.dtype not in (tf.int32, tf.int64):
+        if not indices.dtype.is_integer:
+            raise TypeError(f"take: indices must be integers; received a tensor of dtype {indices.dtype.name}")
+        indices = tf.cast(indices, tf.int64)
     return tf.gather(weight, indices)
 
 

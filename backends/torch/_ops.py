@@ -42,16 +42,28 @@ relu = torch.relu
 sigmoid = torch.sigmoid
 tanh = torch.tanh
 exp = torch.exp
+expm1 = torch.expm1
 log = torch.log
+log1p = torch.log1p
 
 
-def maximum(a: Any, b: Any) -> Tensor:
-    """Element-wise maximum with broadcasting; either side may be a Python scalar."""
+def _tensors(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    """Both operands as tensors: a Python scalar joins the other side's device (and dtype)."""
     if not isinstance(b, Tensor):
         b = torch.as_tensor(b, device=a.device)
     elif not isinstance(a, Tensor):
         a = torch.as_tensor(a, device=b.device)
-    return torch.maximum(a, b)
+    return a, b
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Element-wise maximum with broadcasting; either side may be a Python scalar."""
+    return torch.maximum(*_tensors(a, b))
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Element-wise minimum with broadcasting; either side may be a Python scalar."""
+    return torch.minimum(*_tensors(a, b))
 
 
 def gelu(x: Tensor) -> Tensor:
@@ -123,6 +135,22 @@ def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     if dims is None:
         return torch.mean(x, dim=tuple(range(x.dim())), keepdim=True) if keepdims else torch.mean(x)
     return torch.mean(x, dim=dims, keepdim=keepdims)
+
+
+def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Maximum over ``axis``; ``axis=()`` reduces nothing (torch's ``amax`` would reduce all)."""
+    dims = _dims(axis)
+    if dims == ():
+        return x.clone()
+    return torch.amax(x, dim=tuple(range(x.dim())) if dims is None else dims, keepdim=keepdims)
+
+
+def min(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Minimum over ``axis``; ``axis=()`` reduces nothing."""
+    dims = _dims(axis)
+    if dims == ():
+        return x.clone()
+    return torch.amin(x, dim=tuple(range(x.dim())) if dims is None else dims, keepdim=keepdims)
 
 from ._ops_conv import *  # noqa: E402,F403
 from ._ops_norm import *  # noqa: E402,F403

@@ -1,12 +1,25 @@
 """Layers and containers, written once against :mod:`deferral.ops`."""
 
+from ._activations import ACTIVATIONS as ACTIVATIONS
+from ._activations import ELU as ELU
 from ._activations import GELU as GELU
+from ._activations import SELU as SELU
 from ._activations import Activation as Activation
+from ._activations import ActivationLike as ActivationLike
 from ._activations import Flatten as Flatten
+from ._activations import HardSigmoid as HardSigmoid
+from ._activations import HardSwish as HardSwish
+from ._activations import LeakyReLU as LeakyReLU
+from ._activations import LogSoftmax as LogSoftmax
+from ._activations import Mish as Mish
 from ._activations import ReLU as ReLU
+from ._activations import ReLU6 as ReLU6
 from ._activations import Sigmoid as Sigmoid
+from ._activations import SiLU as SiLU
 from ._activations import Softmax as Softmax
+from ._activations import Softplus as Softplus
 from ._activations import Tanh as Tanh
+from ._activations import activation_fn as activation_fn
 from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._block import Block as Block
 from ._block import Sequential as Sequential
@@ -34,12 +47,23 @@ from ._pool import GlobalMaxPool3D as GlobalMaxPool3D
 from ._pool import MaxPool1D as MaxPool1D
 from ._pool import MaxPool2D as MaxPool2D
 from ._pool import MaxPool3D as MaxPool3D
+from ._pool_adaptive import AdaptiveAvgPool1D as AdaptiveAvgPool1D
+from ._pool_adaptive import AdaptiveAvgPool2D as AdaptiveAvgPool2D
+from ._pool_adaptive import AdaptiveMaxPool1D as AdaptiveMaxPool1D
+from ._pool_adaptive import AdaptiveMaxPool2D as AdaptiveMaxPool2D
 from ._rnn import GRU as GRU
 from ._rnn import LSTM as LSTM
 from ._rnn import RNN as RNN
 
 __all__ = [
+    "ACTIVATIONS",
+    "ELU",
     "Activation",
+    "ActivationLike",
+    "AdaptiveAvgPool1D",
+    "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool1D",
+    "AdaptiveMaxPool2D",
     "AvgPool1D",
     "AvgPool2D",
     "AvgPool3D",
@@ -56,6 +80,15 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyReLU",
+    "LogSoftmax",
+    "Mish",
+    "ReLU6",
+    "SELU",
+    "SiLU",
+    "Softplus",
     "GlobalAvgPool1D",
     "GlobalAvgPool2D",
     "GlobalAvgPool3D",
@@ -76,6 +109,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "activation_fn",
 ]
 
 

@@ -9,9 +9,11 @@ from typing import Any
 from .. import init as _init
 from .. import ops
 from ..errors import ShapeMismatchError
+from ._args import number as _number
 from ._args import positive_int as _positive_int
 from ._block import Block
 from ._dense import Dense
+from ._inputs import require_float, require_nonempty
 from ._rnn import _fmt, to_backend
 
 __all__ = ["MultiHeadAttention"]
@@ -50,14 +52,17 @@ class MultiHeadAttention(Block):
         weight_initializer: the projections' weight initializer (default: the one given to
             ``initialize()``, else Xavier uniform).
         bias_initializer: the projections' bias initializer (default zeros).
+        dropout: the probability of zeroing each attention weight (after the softmax, before
+            the weighted sum of the values) in training mode, the survivors scaled by
+            ``1 / (1 - dropout)``: PyTorch's ``dropout`` argument. In inference mode (the
+            default; see ``net.train()``) nothing is dropped. In ``[0, 1)``, default 0.
 
     Call ``attn(query, key=None, value=None, mask=None)``: ``key`` defaults to ``query``
     (self-attention) and ``value`` to ``key``. ``mask`` is boolean (or 0/1), broadcastable to
     ``(N, Tq, Tk)`` or, with a head axis, ``(N, num_heads, Tq, Tk)``; ``True`` means the
     query position may attend to the key position (Keras' convention; PyTorch's boolean
     ``attn_mask`` is the opposite). Masked scores are set to ``-1e9`` before the softmax, so a
-    row with no allowed position averages every value uniformly. There is no attention
-    dropout.
+    row with no allowed position averages every value uniformly.
 
     Example:
         >>> import numpy as np
@@ -82,9 +87,11 @@ class MultiHeadAttention(Block):
         value_units: int | None = None,
         weight_initializer: _init.InitializerLike = None,
         bias_initializer: _init.InitializerLike = "zeros",
+        dropout: float = 0.0,
     ) -> None:
         cls = "MultiHeadAttention"
         num_heads = _positive_int(cls, "num_heads", num_heads)
+        rate = _number(cls, "dropout", dropout, 0.0, 1.0, high_open=True)
         if units is None:
             raise ValueError(
                 f"{cls}: expected a positive integer for units (the model dimension: PyTorch's "
@@ -100,6 +107,7 @@ class MultiHeadAttention(Block):
             if value is not None:
                 _positive_int(cls, name, value)
         super().__init__()
+        self.dropout = rate
         self.num_heads = num_heads
         self.units = units
         self.head_size = units // num_heads
@@ -117,6 +125,10 @@ class MultiHeadAttention(Block):
     def forward(self, query: Any, key: Any = None, value: Any = None, mask: Any = None) -> Any:
         key = query if key is None else key
         value = key if value is None else value
+        for name, array in (("query", query), ("key", key), ("value", value)):
+            require_float(self, array, name)
+        if not ops.shape(key)[1]:  # no keys (every backend would do something else), or unknown
+            self.build(ops.shape(query), ops.shape(key), ops.shape(value))
         if mask is not None:
             mask = self._prepare_mask(mask, ops.shape(query), ops.shape(key))
 
@@ -128,7 +140,10 @@ class MultiHeadAttention(Block):
         if mask is not None:
             fill = _MASKED_SCORE_FLOAT16 if self.output.weight.dtype == "float16" else MASKED_SCORE
             scores = ops.where(mask, scores, fill)
-        context = ops.matmul(ops.softmax(scores, -1), v)  # (N, heads, Tq, head_size)
+        weights = ops.softmax(scores, -1)
+        if self.dropout and self.training:
+            weights = ops.dropout(weights, self.dropout)
+        context = ops.matmul(weights, v)  # (N, heads, Tq, head_size)
         parts = ops.unstack(context, 1)
         return self.output(parts[0] if heads == 1 else ops.concat(parts, -1))  # (N, Tq, units)
 
@@ -158,6 +173,8 @@ class MultiHeadAttention(Block):
                 f"{where}: the key and the value must have the same length Tk (one value per key). "
                 f"Received key shape {_fmt(ks)}, value shape {_fmt(vs)}."
             )
+        require_nonempty(self, ks, (1,), ("key length Tk",),
+                         "Attention needs at least one key to attend to (the softmax of nothing is undefined).")
         batches = {b for b in (qs[0], ks[0], vs[0]) if b is not None}
         if len(batches) > 1:
             raise ShapeMismatchError(
@@ -188,4 +205,5 @@ class MultiHeadAttention(Block):
 
     def _extra_repr(self) -> str:
         sizes = "/".join(str(d.weight.shape[1]) for d in (self.query, self.key, self.value))
-        return f"{sizes} -> {self.units}, num_heads={self.num_heads}"
+        drop = f", dropout={self.dropout:g}" if self.dropout else ""
+        return f"{sizes} -> {self.units}, num_heads={self.num_heads}{drop}"

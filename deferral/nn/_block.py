@@ -562,6 +562,8 @@ class Block:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "training" in state:  # pickled before the mode became a property
+            state["_training"] = state.pop("training")
         self.__dict__.update(state)
 
     def _extra_repr(self) -> str:

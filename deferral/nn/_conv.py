@@ -15,9 +15,10 @@ from .. import init as _init
 from .. import ops
 from ..errors import ShapeMismatchError
 from ..parameter import Parameter
-from ._activations import activation_fn
+from ._activations import ActivationLike, attach_activation, describe_activation
 from ._args import as_int, positive_int
 from ._block import Block
+from ._inputs import channels_last_hint, require_float, require_nonempty
 
 __all__ = [
     "Conv1D",
@@ -135,6 +136,8 @@ class _Windowed(Block):
         cached = self._resolved
         if cached is not None and cached[0] == spatial:
             return cached[1]
+        require_nonempty(self, shape, range(2, len(shape)), lambda a: f"{_AXES[self._ndim][a - 2]} axis",
+                         "Every spatial axis needs at least one element.")
         pads = self._resolve(shape)
         self._resolved = (spatial, pads)
         return pads
@@ -174,13 +177,13 @@ class _Conv(_Windowed):
 
     def __init__(
         self,
-        channels: int,
-        kernel_size: int | Sequence[int],
+        channels: int | None = None,
+        kernel_size: int | Sequence[int] | None = None,
         strides: int | Sequence[int] = 1,
         padding: PaddingLike = 0,
         dilation: int | Sequence[int] = 1,
         groups: int = 1,
-        activation: str | None = None,
+        activation: ActivationLike = None,
         use_bias: bool = True,
         in_channels: int | None = None,
         weight_initializer: _init.InitializerLike = None,
@@ -189,6 +192,11 @@ class _Conv(_Windowed):
         super().__init__()
         cls, n = type(self).__name__, self._ndim
         self.channels = positive_int(cls, "channels", channels)
+        if kernel_size is None:
+            raise TypeError(
+                f"{cls}: missing the required argument kernel_size (an int, or one per spatial axis). "
+                f"Received: {cls}({channels}). Give it, e.g. nn.{cls}({channels}, kernel_size=3)."
+            )
         self.kernel_size = _int_tuple("kernel_size", kernel_size, n, cls)
         self.strides = _int_tuple("strides", strides, n, cls)
         self.padding = _padding_arg(padding, n, cls)
@@ -205,8 +213,8 @@ class _Conv(_Windowed):
             raise ValueError(
                 f"{cls}: channels must be divisible by groups. Received: channels={channels}, groups={groups}"
             )
-        self._act_name = activation
-        self._act = activation_fn(activation, cls)
+        self._act_repr = describe_activation(activation)
+        self._act = attach_activation(self, activation, cls)
         self.weight = Parameter("weight", self._weight_shape(in_channels or -1), init=weight_initializer)
         self.bias = Parameter("bias", (channels,), init=bias_initializer) if use_bias else None
 
@@ -226,6 +234,7 @@ class _Conv(_Windowed):
         return None if known == -1 else known
 
     def forward(self, x: Any) -> Any:
+        require_float(self, x)
         bias = self.bias
         y = self._apply(x, self.weight.data(), None if bias is None else bias.data(), self._pads(ops.shape(x)))
         return y if self._act is None else self._act(y)
@@ -248,12 +257,15 @@ class _Conv(_Windowed):
         where = self.describe()
         self._check_rank(shape)
         channels = shape[1]
-        if not channels:
+        require_nonempty(self, shape, (1,), ("channel axis",), f"Data is channels-first: ({self._layout}).")
+        if channels is None:
             raise ValueError(
-                f"{where}: the input's channel axis (axis 1) is {channels} in shape {tuple(shape)}; "
-                "cannot infer in_channels. Data is channels-first: (N, C, *spatial)."
+                f"{where}: the input's channel axis (axis 1) is unknown in shape {tuple(shape)}; "
+                "cannot infer in_channels. Give it a size (in the input_signature under tf.function)."
             )
         known = self._known_channels()
+        if known == -1:
+            channels_last_hint(where, tuple(shape), self._layout)
         if known != -1 and channels != known:
             raise ShapeMismatchError(
                 f"{where}: expected {known} input channels (weight shape {self.weight.shape}). "
@@ -283,8 +295,8 @@ class _Conv(_Windowed):
             parts.append(f"groups={self.groups}")
         if self.bias is None:
             parts.append("use_bias=False")
-        if self._act_name is not None:
-            parts.append(str(self._act_name))
+        if self._act is not None:
+            parts.append(self._act_repr)
         return ", ".join(parts)
 
 
@@ -321,8 +333,9 @@ class Conv2D(_Conv):
         dilation: spacing between kernel taps: an int, or one per spatial axis.
         groups: split the input and output channels into this many groups, each convolved
             with its own slice of the weight (``groups == in_channels``: depthwise).
-        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"gelu"``, ``"softmax"`` or
-            ``None``/``"linear"``.
+        activation: as for :class:`~deferral.nn.Dense`: a name (``"relu"``, ``"silu"``, ...),
+            ``(name, *args)``, an activation layer, a function written with :mod:`deferral.ops`,
+            or ``None``.
         use_bias: whether to add a bias of shape ``(channels,)``.
         in_channels: input channels, if known; with it, ``initialize()`` materializes the layer.
         weight_initializer: the weight's own initializer (default: the one given to
@@ -376,14 +389,14 @@ class _ConvTranspose(_Conv):
 
     def __init__(
         self,
-        channels: int,
-        kernel_size: int | Sequence[int],
+        channels: int | None = None,
+        kernel_size: int | Sequence[int] | None = None,
         strides: int | Sequence[int] = 1,
         padding: PaddingLike = 0,
         output_padding: int | Sequence[int] = 0,
         dilation: int | Sequence[int] = 1,
         groups: int = 1,
-        activation: str | None = None,
+        activation: ActivationLike = None,
         use_bias: bool = True,
         in_channels: int | None = None,
         weight_initializer: _init.InitializerLike = None,

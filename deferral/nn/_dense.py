@@ -8,9 +8,10 @@ from .. import init as _init
 from .. import ops
 from ..errors import ShapeMismatchError
 from ..parameter import Parameter
-from ._activations import activation_fn
+from ._activations import ActivationLike, attach_activation, describe_activation
 from ._args import positive_int
 from ._block import Block
+from ._inputs import require_float, require_nonempty
 
 __all__ = ["Dense"]
 
@@ -23,8 +24,11 @@ class Dense(Block):
 
     Args:
         units: output size.
-        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"gelu"``, ``"softmax"`` or
-            ``None``/``"linear"``.
+        activation: a name (``"relu"``, ``"silu"``, ``"leaky_relu"``, ... see
+            :data:`deferral.nn.ACTIVATIONS`), a name with arguments (``("leaky_relu", 0.1)``),
+            an activation layer (``nn.LeakyReLU(0.1)``), any function of one array written
+            with :mod:`deferral.ops`, or ``None``/``"linear"`` (none). A block that is not a
+            built-in activation becomes the child ``activation``.
         use_bias: whether to add a bias.
         in_units: input size, if known; with it, ``initialize()`` materializes the layer.
         weight_initializer: the weight's own initializer (default: the one given to
@@ -41,7 +45,7 @@ class Dense(Block):
     def __init__(
         self,
         units: int,
-        activation: str | None = None,
+        activation: ActivationLike = None,
         use_bias: bool = True,
         in_units: int | None = None,
         weight_initializer: _init.InitializerLike = None,
@@ -51,9 +55,8 @@ class Dense(Block):
         self.units = positive_int("Dense", "units", units)
         if in_units is not None:
             in_units = positive_int("Dense", "in_units", in_units)
-        self._act_name = activation
-        activation_fn(activation, "Dense")  # validates the name
-        self._act = None if activation in (None, "linear") else activation
+        self._act_repr = describe_activation(activation)
+        self._act = attach_activation(self, activation, "Dense")
         self.weight = Parameter("weight", (units, in_units or -1), init=weight_initializer)
         self.bias = Parameter("bias", (units,), init=bias_initializer) if use_bias else None
 
@@ -72,7 +75,8 @@ class Dense(Block):
                 f"{x_shape}. Add a batch axis, e.g. x.reshape(1, -1)."
             )
         features = x_shape[-1]
-        if not features:
+        require_nonempty(self, x_shape, (-1,), ("feature axis",), "A Dense layer needs at least one input feature.")
+        if features is None:
             raise ValueError(
                 f"{where}: the input's feature dimension is {features} (shape {x_shape}); cannot "
                 "infer in_units."
@@ -90,12 +94,12 @@ class Dense(Block):
         F = ops._ops(x)
         if len(F.shape(x)) < 2:  # the backends' linear would take a vector
             self.build(F.shape(x))
+        require_float(self, x)
         bias = self.bias
         y = F.linear(x, self.weight.data(), None if bias is None else bias.data())
-        if self._act is None:
-            return y
-        return F.softmax(y, -1) if self._act == "softmax" else getattr(F, self._act)(y)
+        act = self._act
+        return y if act is None else act(y)
 
     def _extra_repr(self) -> str:
         n = self.weight.shape[1]
-        return f"{n} -> {self.units}, {self._act_name or 'linear'}"
+        return f"{n} -> {self.units}, {self._act_repr}"

@@ -7,6 +7,7 @@ from typing import Any
 from .. import ops
 from ._args import number as _number
 from ._block import Block
+from ._inputs import require_float
 
 __all__ = ["Dropout"]
 
@@ -24,6 +25,9 @@ class Dropout(Block):
 
     Args:
         rate: the probability of zeroing an element, in ``[0, 1)``.
+
+    Raises (when called in training mode):
+        InputDtypeError: for an integer or boolean input (in inference mode any input passes).
 
     Example:
         >>> import numpy as np
@@ -44,6 +48,7 @@ class Dropout(Block):
     def forward(self, x: Any) -> Any:
         if self.rate == 0.0 or not self.training:
             return x
+        require_float(self, x)
         return ops.dropout(x, self.rate)
 
     def _extra_repr(self) -> str:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from .. import init as _init
 from .. import ops
+from ..errors import InputDtypeError, InvalidIndexError
 from ..parameter import Parameter
 from ._args import positive_int as _positive_int
 from ._block import Block
+from ._inputs import dtype_name, is_integer
 
 __all__ = ["Embedding"]
-
-
-def _dtype_name(x: Any) -> str:
-    """``"int64"``, ``"float32"``, ... for a NumPy, torch or TensorFlow array (or a backend's own)."""
-    dtype = getattr(x, "dtype", None)
-    name = getattr(dtype, "name", None)
-    if not isinstance(name, str):  # torch.dtype has no .name: "torch.int64"
-        name = str(dtype).rsplit(".", 1)[-1]
-    return name
 
 
 class Embedding(Block):
@@ -39,11 +31,11 @@ class Embedding(Block):
             ``"normal"``-style initializers explicitly to match one.
 
     Raises (when called):
-        TypeError: for indices that are not of an integer dtype.
-        ValueError: for indices outside ``[0, input_dim)`` on the NumPy backend (checked on
-            every call). PyTorch raises its own ``IndexError`` on the CPU (a device-side assert
-            on CUDA); TensorFlow raises ``InvalidArgumentError`` on the CPU and returns zeros
-            on a GPU.
+        InputDtypeError: (a ``TypeError``) for indices that are not of an integer dtype.
+        InvalidIndexError: (an ``IndexError`` and a ``ValueError``) for indices outside
+            ``[0, input_dim)``, on every backend and device: each call reads the indices'
+            minimum and maximum back to the host (one synchronization on a GPU). Any integer
+            dtype is accepted (``uint8`` included) on every backend.
 
     Example:
         >>> import numpy as np
@@ -63,23 +55,35 @@ class Embedding(Block):
         self.weight = Parameter("weight", (input_dim, output_dim), init=weight_initializer)
 
     def forward(self, x: Any) -> Any:
-        name = _dtype_name(x)
-        if not name.startswith(("int", "uint")):
-            raise TypeError(
+        name = dtype_name(x)
+        if not is_integer(name):
+            raise InputDtypeError(
                 f"{self.describe()}: expected integer indices. Received an input of dtype {name}. "
                 "Convert it first, e.g. x.astype('int64')."
             )
-        np = sys.modules.get("numpy")  # a NumPy input means numpy is imported; never import it here
-        if np is not None and isinstance(x, np.ndarray) and x.size:
-            low, high = int(x.min()), int(x.max())
-            if low < 0 or high >= self.input_dim:
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"{self.describe()}: indices must lie in [0, {self.input_dim}) (input_dim="
-                    f"{self.input_dim}). Received index {bad} in an input of shape {x.shape}. "
-                    "Fix the indices, or create the layer with a larger input_dim."
-                )
+        self._check_range(x)
         return ops.take(self.weight.data(), x)
+
+    def _check_range(self, x: Any) -> None:
+        """Raise :class:`InvalidIndexError` for an index outside ``[0, input_dim)``.
+
+        The bounds are two reductions read back to the host, on every backend (the frameworks'
+        own checks differ: an IndexError, an InvalidArgumentError, zeros on a TensorFlow GPU, a
+        device-side assertion on CUDA). While a framework traces (``tf.function``) the values
+        are unknown and the framework's own behaviour applies.
+        """
+        if 0 in ops.shape(x):
+            return
+        try:
+            low, high = int(ops.min(x)), int(ops.max(x))
+        except TypeError:  # symbolic while tracing, or a TensorSpec in shape-only inference
+            return
+        if low < 0 or high >= self.input_dim:
+            raise InvalidIndexError(
+                f"{self.describe()}: indices must lie in [0, {self.input_dim}) (input_dim="
+                f"{self.input_dim}). Received index {low if low < 0 else high} in an input of shape "
+                f"{tuple(ops.shape(x))}. Fix the indices, or create the layer with a larger input_dim."
+            )
 
     def _extra_repr(self) -> str:
         return f"{self.input_dim} -> {self.output_dim}"

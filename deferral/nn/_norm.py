@@ -14,6 +14,7 @@ from ._args import integer as _integer
 from ._args import number as _number
 from ._args import positive_int as _positive_int
 from ._block import Block
+from ._inputs import require_float, require_nonempty
 
 __all__ = ["BatchNorm", "GroupNorm", "LayerNorm"]
 
@@ -91,8 +92,7 @@ class _ChannelNorm(Block):
                 f"{shape}); it must be known to build the layer. Trace with a known size, or give "
                 "in_channels=... when creating the layer."
             )
-        if channels == 0:
-            raise ValueError(f"{where}: the input's {what} (axis {axis}) has size 0 (shape {shape}).")
+        require_nonempty(self, shape, (axis,), (what,), "A normalization layer needs at least one channel.")
         known = self._known_channels()
         if known != -1 and known != channels:
             raise ShapeMismatchError(
@@ -196,6 +196,7 @@ class BatchNorm(_ChannelNorm):
         self._infer_channels(x_shape, _resolve_axis(where, self.axis, x_shape), "channel axis")
 
     def forward(self, x: Any) -> Any:
+        require_float(self, x)
         shape = ops.shape(x)
         rank = len(shape)
         if rank < 2:  # a vector would broadcast against the statistics
@@ -207,6 +208,8 @@ class BatchNorm(_ChannelNorm):
         axes = tuple(i for i in range(rank) if i != axis)
         sizes = [shape[i] for i in axes]
         count = math.prod(sizes) if None not in sizes else None
+        require_nonempty(self, shape, axes, lambda a: "batch axis" if a == 0 else f"axis {a}",
+                         "Training needs values to compute batch statistics from; use inference mode (net.eval()).")
         if count is not None and count < 2:
             raise ValueError(
                 f"{self.describe()}: training needs more than 1 value per channel to compute batch "
@@ -294,6 +297,7 @@ class LayerNorm(_ChannelNorm):
         self._infer_channels(x_shape, _resolve_axis(where, self.axis, x_shape), "normalized axis")
 
     def forward(self, x: Any) -> Any:
+        require_float(self, x)
         shape = ops.shape(x)
         rank = len(shape)
         axis = self.axis % rank
@@ -365,8 +369,11 @@ class GroupNorm(_ChannelNorm):
         self._infer_channels(x_shape, 1, "channel axis")
 
     def forward(self, x: Any) -> Any:
+        require_float(self, x)
         shape = ops.shape(x)
         rank = len(shape)
+        require_nonempty(self, shape, range(2, rank), lambda a: f"axis {a}",
+                         "GroupNorm needs at least one element per channel to normalize over.")
         channels, groups = shape[1], self.num_groups
         rest = [-1 if d is None else d for d in shape[2:]]
         batch = -1 if shape[0] is None else shape[0]

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import ops
-from ._conv import PaddingLike, Pads, _int_tuple, _padding_arg, _show_padding, _Windowed
+from ._conv import _AXES, PaddingLike, Pads, _int_tuple, _padding_arg, _show_padding, _Windowed
+from ._inputs import require_float, require_nonempty
 
 __all__ = [
     "AvgPool1D",
@@ -35,9 +36,13 @@ class _Pool(_Windowed):
         pool_size: int | Sequence[int] = 2,
         strides: int | Sequence[int] | None = None,
         padding: PaddingLike = 0,
+        ceil_mode: bool = False,
     ) -> None:
         super().__init__()
         cls, n = type(self).__name__, self._ndim
+        if not isinstance(ceil_mode, bool):
+            raise ValueError(f"{cls}: expected True or False for ceil_mode. Received: ceil_mode={ceil_mode!r}")
+        self.ceil_mode = ceil_mode
         self.pool_size = _int_tuple("pool_size", pool_size, n, cls)
         self.strides = self.pool_size if strides is None else _int_tuple("strides", strides, n, cls)
         self.padding = _padding_arg(padding, n, cls)
@@ -53,6 +58,7 @@ class _Pool(_Windowed):
         shape = ops.shape(x)
         if len(shape) != self._ndim + 2:
             self._check_rank(shape)
+        require_float(self, x)
         return self._apply(x, self._pads(shape))
 
     def _apply(self, x: Any, pads: Pads) -> Any:
@@ -71,12 +77,19 @@ class _Pool(_Windowed):
         parts = [f"pool_size={self.pool_size}", f"strides={self.strides}"]
         if isinstance(self.padding, str) or any(b or a for b, a in self.padding):
             parts.append(f"padding={_show_padding(self.padding)}")
+        if self.ceil_mode:
+            parts.append("ceil_mode=True")
         return ", ".join(parts)
+
+
+def _nonempty(layer: _Windowed, shape: tuple[Any, ...]) -> None:
+    require_nonempty(layer, shape, range(2, len(shape)), lambda a: f"{_AXES[layer._ndim][a - 2]} axis",
+                     "Pooling needs at least one element along each spatial axis.")
 
 
 class _MaxPool(_Pool):
     def _apply(self, x: Any, pads: Pads) -> Any:
-        return ops.max_pool(x, self.pool_size, self.strides, pads)
+        return ops.max_pool(x, self.pool_size, self.strides, pads, self.ceil_mode)
 
 
 class _AvgPool(_Pool):
@@ -86,12 +99,13 @@ class _AvgPool(_Pool):
         strides: int | Sequence[int] | None = None,
         padding: PaddingLike = 0,
         count_include_pad: bool = True,
+        ceil_mode: bool = False,
     ) -> None:
-        super().__init__(pool_size, strides, padding)
+        super().__init__(pool_size, strides, padding, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
 
     def _apply(self, x: Any, pads: Pads) -> Any:
-        return ops.avg_pool(x, self.pool_size, self.strides, pads, self.count_include_pad)
+        return ops.avg_pool(x, self.pool_size, self.strides, pads, self.count_include_pad, self.ceil_mode)
 
     def _extra_repr(self) -> str:
         extra = "" if self.count_include_pad else ", count_include_pad=False"
@@ -122,6 +136,10 @@ class MaxPool2D(_MaxPool):
         padding: an int (each side), one int per axis, one ``(before, after)`` pair per axis,
             ``"valid"`` or ``"same"`` (output size ``ceil(size / stride)``). Padding is
             ``-inf``: it never wins. Each side must be smaller than the window.
+        ceil_mode: round the output size up, as PyTorch's ``ceil_mode``: per axis
+            ``ceil((size + before + after - pool_size) / stride) + 1``, less one when the
+            last window would start beyond the input and the ``before`` padding. The last
+            window may then overhang the padded input (the overhang never wins).
 
     Raises:
         ValueError: at creation, for an impossible argument; in the forward pass, for an input
@@ -178,6 +196,9 @@ class AvgPool2D(_AvgPool):
         count_include_pad: whether padded zeros count in the divisor (default, as PyTorch and
             Gluon); ``False`` divides by the number of input elements in each window (what
             TensorFlow/Keras do with ``padding="same"``).
+        ceil_mode: round the output size up, as for :class:`MaxPool2D`. A window overhanging
+            the padded input is divided, as in PyTorch, by its part within the padded input
+            (or, without ``count_include_pad``, within the input).
 
     Example:
         >>> import numpy as np
@@ -210,8 +231,8 @@ class _GlobalPool(_Windowed):
         shape = ops.shape(x)
         if len(shape) != self._ndim + 2:
             self._check_rank(shape)
-        if 0 in shape[2:]:
-            raise ValueError(f"{self.describe()}: received input of shape {tuple(shape)} with an empty spatial axis")
+        require_float(self, x)
+        _nonempty(self, shape)
         return self._apply(x, shape)
 
     def _apply(self, x: Any, shape: tuple[Any, ...]) -> Any:

@@ -12,6 +12,7 @@ from ..errors import ShapeMismatchError
 from ..parameter import Parameter
 from ._args import positive_int as _positive_int
 from ._block import Block
+from ._inputs import require_float, require_nonempty
 
 __all__ = ["GRU", "LSTM", "RNN"]
 
@@ -65,6 +66,7 @@ class _RecurrentLayer(Block):
         h2h_weight_initializer: _init.InitializerLike,
         i2h_bias_initializer: _init.InitializerLike,
         h2h_bias_initializer: _init.InitializerLike,
+        bidirectional: bool,
     ) -> None:
         super().__init__()
         cls = type(self).__name__
@@ -78,19 +80,27 @@ class _RecurrentLayer(Block):
         self.batch_first = batch_first
         if input_size is not None:
             _positive_int(cls, "input_size", input_size)
+        if not isinstance(bidirectional, bool):
+            raise ValueError(f"{cls}: expected True or False for bidirectional. Received: bidirectional={bidirectional!r}")
+        self.bidirectional = bidirectional
         inits = dict(zip(_KINDS, (i2h_weight_initializer, h2h_weight_initializer,
                                   i2h_bias_initializer, h2h_bias_initializer)))
         rows = self._gates * hidden_size
         names: list[str] = []
         for layer in range(num_layers):
-            columns = (input_size or -1) if layer == 0 else hidden_size
+            columns = (input_size or -1) if layer == 0 else hidden_size * self._directions
             shapes = {"i2h_weight": (rows, columns), "h2h_weight": (rows, hidden_size),
                       "i2h_bias": (rows,), "h2h_bias": (rows,)}
-            for kind in _KINDS:
-                name = f"l{layer}_{kind}"
-                self.register_parameter(name, Parameter(name, shapes[kind], init=inits[kind]))
-                names.append(name)
+            for prefix in "lr"[: self._directions]:
+                for kind in _KINDS:
+                    name = f"{prefix}{layer}_{kind}"
+                    self.register_parameter(name, Parameter(name, shapes[kind], init=inits[kind]))
+                    names.append(name)
         self._names = tuple(names)
+
+    @property
+    def _directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
     # -- sizes -----------------------------------------------------------------------------
     @property
@@ -105,7 +115,7 @@ class _RecurrentLayer(Block):
     # -- states ----------------------------------------------------------------------------
     def begin_state(self, batch_size: int, like: Any = None) -> list[Any]:
         """Zero initial states: ``[h]`` (RNN, GRU) or ``[h, c]`` (LSTM), each
-        ``(num_layers, batch_size, hidden_size)``.
+        ``(num_layers * directions, batch_size, hidden_size)`` (directions: 2 if bidirectional).
 
         ``like`` gives the array type, dtype and device (default: the layer's parameters once
         materialized, else a NumPy array of the layer's dtype, which a call converts).
@@ -125,7 +135,7 @@ class _RecurrentLayer(Block):
 
                 dtype = param.dtype if param.dtype in ("float16", "float32", "float64") else "float32"
                 like = np.zeros((), dtype=dtype)
-        shape = (self.num_layers, batch_size, self.hidden_size)
+        shape = (self.num_layers * self._directions, batch_size, self.hidden_size)
         return [ops.zeros(shape, like) for _ in range(self._num_states)]
 
     # -- forward ---------------------------------------------------------------------------
@@ -136,6 +146,7 @@ class _RecurrentLayer(Block):
         hidden_size)`` when ``batch_first=False``); with ``states`` given, also the states
         after the last step: ``(outputs, new_states)``.
         """
+        require_float(self, x)
         shape = ops.shape(x)
         t_axis = self._time_axis()
         if not shape[t_axis]:  # empty, or unknown while tracing
@@ -147,19 +158,33 @@ class _RecurrentLayer(Block):
 
         seq = x
         last: list[list[Any]] = [[] for _ in range(self._num_states)]
-        for layer in range(self.num_layers):
-            wi, wh, bi, bh = data[4 * layer: 4 * layer + 4]
-            carry = [None] * self._num_states if initial is None else [s[layer] for s in initial]
-            outputs = []
-            for xt in ops.unstack(ops.linear(seq, wi, bi), t_axis):
-                carry = self._step(xt, carry, wh, bh)
-                outputs.append(carry[0])
-            seq = ops.stack(outputs, t_axis)
+        previous: list[Any] = []
+        for index in range(self.num_layers * self._directions):  # layer 0 forward, 0 reverse, 1 ...
+            carry = [None] * self._num_states if initial is None else [s[index] for s in initial]
+            reverse = self.bidirectional and index % 2 == 1
+            outputs, carry = self._run(seq, t_axis, carry, data[4 * index: 4 * index + 4], reverse)
+            if index % self._directions == self._directions - 1:  # every direction of this layer ran
+                seq = ops.stack(outputs, t_axis) if self._directions == 1 else ops.concat(
+                    [ops.stack(previous, t_axis), ops.stack(outputs, t_axis)], -1)
+            else:
+                previous = outputs
             for kept, value in zip(last, carry):
                 kept.append(value)
         if initial is None:
             return seq
         return seq, [ops.stack(kept, 0) for kept in last]
+
+    def _run(self, seq: Any, t_axis: int, carry: list[Any], weights: list[Any],
+             reverse: bool) -> tuple[list[Any], list[Any]]:
+        """One direction of one layer over the whole sequence: its outputs in time order and
+        its final carry (the reverse direction reads the sequence from the end)."""
+        wi, wh, bi, bh = weights
+        steps = ops.unstack(ops.linear(seq, wi, bi), t_axis)
+        outputs = []
+        for xt in reversed(steps) if reverse else steps:
+            carry = self._step(xt, carry, wh, bh)
+            outputs.append(carry[0])
+        return (outputs[::-1] if reverse else outputs), carry
 
     def _step(self, xt: Any, carry: list[Any], wh: Any, bh: Any) -> list[Any]:
         """One time step of one layer: ``xt`` is the input's projection ``x W_ih^T + b_ih``;
@@ -185,13 +210,10 @@ class _RecurrentLayer(Block):
                 "axis a size in the input_signature (or trace without one); with infer_shape() "
                 "give it in the input shape."
             )
-        if steps == 0:
-            raise ValueError(
-                f"{where}: the input's time axis is empty (shape {_fmt(shape)}, {layout}); a "
-                "recurrent layer needs at least one step."
-            )
+        require_nonempty(self, shape, (self._time_axis(), 2), ("time axis", "feature axis"),
+                         f"A recurrent layer needs at least one step and one feature; the layout is {layout}.")
         features = shape[2]
-        if features == 0 or features is None:
+        if features is None:
             raise ValueError(
                 f"{where}: the input's feature size is {features} (shape {_fmt(shape)}); cannot "
                 "infer input_size."
@@ -204,7 +226,8 @@ class _RecurrentLayer(Block):
                 f"{first.shape}). Received input of shape {_fmt(shape)} {layout} with "
                 f"{features}. Fix the input, the previous layer's size, or this layer's input_size."
             )
-        first.complete((self._gates * self.hidden_size, features), where)
+        for prefix in "lr"[: self._directions]:
+            self.param(f"{prefix}0_i2h_weight").complete((self._gates * self.hidden_size, features), where)
 
     def _prepare_states(self, states: Any, shape: tuple[int | None, ...]) -> list[list[Any]]:
         """Convert and check ``states``; return, per state, its per-layer slices."""
@@ -220,14 +243,14 @@ class _RecurrentLayer(Block):
             )
         param = self.param("l0_h2h_weight")
         batch = shape[1 - self._time_axis()] if len(shape) == 3 else None
-        expected = (self.num_layers, batch, self.hidden_size)
+        expected = (self.num_layers * self._directions, batch, self.hidden_size)
         out = []
         for which, state in zip(("h", "c"), states):
             native = to_backend(state, param, where, f"the state {which}", param.dtype)
             found = ops.shape(native)
             if len(found) != 3 or any(e is not None and g is not None and e != g for e, g in zip(expected, found)):
                 raise ShapeMismatchError(
-                    f"{where}: expected the state {which} of shape (num_layers, batch, hidden_size) "
+                    f"{where}: expected the state {which} of shape (num_layers * directions, batch, hidden_size) "
                     f"= {_fmt(expected)}. Received shape {_fmt(found)}. Use "
                     "layer.begin_state(batch_size) for zero states of the right shape."
                 )
@@ -237,7 +260,8 @@ class _RecurrentLayer(Block):
     def _extra_repr(self) -> str:
         n = self.param("l0_i2h_weight").shape[1]
         layout = "NTC" if self.batch_first else "TNC"
-        return f"{n} -> {self.hidden_size}, {layout}, num_layers={self.num_layers}"
+        both = ", bidirectional" if self.bidirectional else ""
+        return f"{n} -> {self.hidden_size}, {layout}, num_layers={self.num_layers}{both}"
 
 
 class RNN(_RecurrentLayer):
@@ -256,6 +280,13 @@ class RNN(_RecurrentLayer):
             ``initialize()``, else Xavier uniform); likewise ``h2h_weight_initializer``.
         i2h_bias_initializer: the ``l*_i2h_bias`` initializer (default zeros); likewise
             ``h2h_bias_initializer``.
+        bidirectional: also run each layer over the reversed sequence (as PyTorch's
+            ``bidirectional=True``): that direction's parameters are ``r{l}_i2h_weight``,
+            ``r{l}_h2h_weight``, ``r{l}_i2h_bias``, ``r{l}_h2h_bias`` (MXNet Gluon's names;
+            PyTorch's ``*_l{l}_reverse``), registered after layer ``l``'s own; outputs are
+            ``2 * hidden_size`` wide (forward, then reverse features), layers above read
+            ``2 * hidden_size`` inputs, and states are ``(2 * num_layers, N, hidden_size)``,
+            ordered layer 0 forward, layer 0 reverse, layer 1 forward, ...
 
     Parameters of layer ``l``: ``l{l}_i2h_weight`` ``(hidden_size, input)`` (input is
     ``input_size`` for layer 0, ``hidden_size`` above), ``l{l}_h2h_weight``
@@ -292,13 +323,14 @@ class RNN(_RecurrentLayer):
         h2h_weight_initializer: _init.InitializerLike = None,
         i2h_bias_initializer: _init.InitializerLike = "zeros",
         h2h_bias_initializer: _init.InitializerLike = "zeros",
+        bidirectional: bool = False,
     ) -> None:
         if activation not in ("tanh", "relu"):
             raise ValueError(
                 f"RNN: expected 'tanh' or 'relu' for activation. Received: activation={activation!r}"
             )
         super().__init__(hidden_size, num_layers, batch_first, input_size, i2h_weight_initializer,
-                         h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer)
+                         h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer, bidirectional)
         self.activation = activation
 
     def _step(self, xt: Any, carry: list[Any], wh: Any, bh: Any) -> list[Any]:
@@ -330,6 +362,13 @@ class GRU(_RecurrentLayer):
             ``initialize()``, else Xavier uniform); likewise ``h2h_weight_initializer``.
         i2h_bias_initializer: the ``l*_i2h_bias`` initializer (default zeros); likewise
             ``h2h_bias_initializer``.
+        bidirectional: also run each layer over the reversed sequence (as PyTorch's
+            ``bidirectional=True``): that direction's parameters are ``r{l}_i2h_weight``,
+            ``r{l}_h2h_weight``, ``r{l}_i2h_bias``, ``r{l}_h2h_bias`` (MXNet Gluon's names;
+            PyTorch's ``*_l{l}_reverse``), registered after layer ``l``'s own; outputs are
+            ``2 * hidden_size`` wide (forward, then reverse features), layers above read
+            ``2 * hidden_size`` inputs, and states are ``(2 * num_layers, N, hidden_size)``,
+            ordered layer 0 forward, layer 0 reverse, layer 1 forward, ...
 
     Parameters of layer ``l``: ``l{l}_i2h_weight`` ``(3*hidden_size, input)`` (input is
     ``input_size`` for layer 0, ``hidden_size`` above), ``l{l}_h2h_weight``
@@ -365,9 +404,10 @@ class GRU(_RecurrentLayer):
         h2h_weight_initializer: _init.InitializerLike = None,
         i2h_bias_initializer: _init.InitializerLike = "zeros",
         h2h_bias_initializer: _init.InitializerLike = "zeros",
+        bidirectional: bool = False,
     ) -> None:
         super().__init__(hidden_size, num_layers, batch_first, input_size, i2h_weight_initializer,
-                         h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer)
+                         h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer, bidirectional)
 
     def _step(self, xt: Any, carry: list[Any], wh: Any, bh: Any) -> list[Any]:
         (h,) = carry
@@ -405,6 +445,13 @@ class LSTM(_RecurrentLayer):
             ``initialize()``, else Xavier uniform); likewise ``h2h_weight_initializer``.
         i2h_bias_initializer: the ``l*_i2h_bias`` initializer (default zeros); likewise
             ``h2h_bias_initializer``.
+        bidirectional: also run each layer over the reversed sequence (as PyTorch's
+            ``bidirectional=True``): that direction's parameters are ``r{l}_i2h_weight``,
+            ``r{l}_h2h_weight``, ``r{l}_i2h_bias``, ``r{l}_h2h_bias`` (MXNet Gluon's names;
+            PyTorch's ``*_l{l}_reverse``), registered after layer ``l``'s own; outputs are
+            ``2 * hidden_size`` wide (forward, then reverse features), layers above read
+            ``2 * hidden_size`` inputs, and states are ``(2 * num_layers, N, hidden_size)``,
+            ordered layer 0 forward, layer 0 reverse, layer 1 forward, ...
 
     Parameters of layer ``l``: ``l{l}_i2h_weight`` ``(4*hidden_size, input)`` (input is
     ``input_size`` for layer 0, ``hidden_size`` above), ``l{l}_h2h_weight``
@@ -439,9 +486,10 @@ class LSTM(_RecurrentLayer):
         h2h_weight_initializer: _init.InitializerLike = None,
         i2h_bias_initializer: _init.InitializerLike = "zeros",
         h2h_bias_initializer: _init.InitializerLike = "zeros",
+        bidirectional: bool = False,
     ) -> None:
         super().__init__(hidden_size, num_layers, batch_first, input_size, i2h_weight_initializer,
-                         h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer)
+                         h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer, bidirectional)
 
     def _step(self, xt: Any, carry: list[Any], wh: Any, bh: Any) -> list[Any]:
         h, c = carry

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ._discovery import DiscoveryChecks
+from ._layers_act import ActivationLayerChecks
 from ._layers_conv import ConvLayerChecks
+from ._layers_errors import ErrorChecks
 from ._layers_norm import NormLayerChecks
 from ._layers_seq import SeqLayerChecks
 from ._lifecycle import LifecycleChecks
@@ -16,7 +18,7 @@ __all__ = ["BackendConformance"]
 
 class BackendConformance(
     DiscoveryChecks, ValueChecks, LifecycleChecks, RobustnessChecks, OpChecks,
-    ConvLayerChecks, NormLayerChecks, SeqLayerChecks,
+    ConvLayerChecks, NormLayerChecks, SeqLayerChecks, ActivationLayerChecks, ErrorChecks,
 ):
     """The conformance suite of a deferral backend, as a pytest base class.
 
@@ -36,6 +38,10 @@ class BackendConformance(
     * robustness: pickle and deepcopy keep every bit; concurrent first calls materialize once;
     * ops: every name in ``deferral.ops.OP_NAMES`` agrees with the NumPy backend (optional
       op families a backend does not provide are skipped, with the reason);
+    * activations: every activation layer against its float64 formula; names, ``(name,
+      *args)``, layers and callables as a layer's ``activation``;
+    * errors: out-of-range indices, integer inputs to float layers, empty inputs and a
+      channels-last image raise the same ``deferral.errors`` class naming the layer;
     * layers: convolution/pooling, normalization/embedding/dropout, recurrent/attention layers
       have bit-identical parameters and outputs within tolerance.
 

@@ -17,6 +17,10 @@ import pytest
 from .. import ops, registry
 from ..errors import ShapeMismatchError
 from ..nn import (
+    AdaptiveAvgPool1D,
+    AdaptiveAvgPool2D,
+    AdaptiveMaxPool1D,
+    AdaptiveMaxPool2D,
     AvgPool1D,
     AvgPool2D,
     AvgPool3D,
@@ -40,7 +44,7 @@ from ..registry import Backend
 from ._base import ConformanceBase
 from ._reference import assert_bits_equal, assert_unchanged, param_bits, snapshot
 
-__all__ = ["CONV_LAYERS", "POOL_LAYERS", "ConvLayerChecks", "small_cnn"]
+__all__ = ["CONV_LAYERS", "POOL_LAYERS", "ConvLayerChecks", "adaptive_reference", "small_cnn"]
 
 Factory = Callable[[], Block]
 
@@ -68,7 +72,33 @@ POOL_LAYERS: dict[str, tuple[Factory, tuple[int, ...]]] = {
     "avgpool3d-same": (lambda: AvgPool3D(2, padding="same", count_include_pad=False), (1, 2, 3, 5, 4)),
     "globalavgpool2d": (lambda: GlobalAvgPool2D(), (2, 3, 5, 4)),
     "globalmaxpool1d": (lambda: GlobalMaxPool1D(), (2, 3, 7)),
+    "maxpool2d-ceil": (lambda: MaxPool2D(3, strides=2, padding=1, ceil_mode=True), (2, 3, 8, 7)),
+    "maxpool1d-ceil-last-window-dropped": (lambda: MaxPool1D(3, strides=3, padding=1, ceil_mode=True), (2, 3, 5)),
+    "avgpool2d-ceil": (lambda: AvgPool2D((3, 2), strides=2, padding=(1, 0), ceil_mode=True), (2, 3, 8, 7)),
+    "avgpool1d-ceil-exclude-pad": (lambda: AvgPool1D(3, strides=2, padding=1, count_include_pad=False,
+                                                     ceil_mode=True), (2, 3, 8)),
+    "adaptiveavgpool2d-irregular": (lambda: AdaptiveAvgPool2D((3, 4)), (2, 3, 7, 10)),
+    "adaptiveavgpool2d-divisible": (lambda: AdaptiveAvgPool2D(2), (2, 3, 6, 4)),
+    "adaptiveavgpool2d-upsample": (lambda: AdaptiveAvgPool2D((7, None)), (2, 3, 2, 5)),
+    "adaptiveavgpool1d": (lambda: AdaptiveAvgPool1D(4), (2, 3, 9)),
+    "adaptivemaxpool2d": (lambda: AdaptiveMaxPool2D((2, 3)), (2, 3, 5, 7)),
+    "adaptivemaxpool1d": (lambda: AdaptiveMaxPool1D(5), (2, 3, 3)),
 }
+
+
+def adaptive_reference(x: np.ndarray, output_size: tuple[int | None, ...], average: bool) -> np.ndarray:
+    """Adaptive pooling one output element at a time over its whole rectangle of PyTorch's
+    windows ``[floor(i * L / out), ceil((i + 1) * L / out))`` (no separable shortcut)."""
+    sizes = x.shape[2:]
+    outs = [n if o is None else o for n, o in zip(sizes, output_size)]
+    y = np.empty((*x.shape[:2], *outs))
+    for index in np.ndindex(*outs):
+        box = tuple(slice(i * n // o, -(-(i + 1) * n // o)) for i, n, o in zip(index, sizes, outs))
+        window, at = (slice(None), slice(None), *box), (slice(None), slice(None), *index)
+        seen = x[window]
+        spatial = tuple(range(2, x.ndim))
+        y[at] = seen.mean(axis=spatial) if average else seen.max(axis=spatial)
+    return y
 
 
 def small_cnn() -> Sequential:
@@ -134,9 +164,11 @@ class ConvLayerChecks(ConformanceBase):
     @pytest.mark.parametrize("case", list(POOL_LAYERS))
     def test_pool_layer_matches_reference(self, case: str, under_test: Backend, reference: Backend,
                                           rng: np.random.Generator) -> None:
-        """Each pooling layer agrees with the NumPy backend, padding and divisors included."""
+        """Each pooling layer (ceil_mode and adaptive poolings included) agrees with the NumPy
+        backend, padding and divisors included; an adaptive pooling also with a float64
+        reference that pools each output's rectangle of PyTorch's windows directly."""
         make, shape = POOL_LAYERS[case]
-        self._require(under_test, "max_pool", "avg_pool")
+        self._require(under_test, "max_pool", "avg_pool", *(("stack", "unstack") if "adaptive" in case else ()))
         dtype, rtol, atol = self._dtype(under_test)
         x = rng.standard_normal(shape).astype(dtype)
         with registry.use_backend(self.reference_backend_name):
@@ -146,6 +178,10 @@ class ConvLayerChecks(ConformanceBase):
             got = self.host(under_test, make()(x))
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+        if "adaptive" in case:
+            pool: Any = make()
+            direct = adaptive_reference(x.astype(np.float64), pool.output_size, "avg" in case)
+            np.testing.assert_allclose(got, direct, rtol=rtol, atol=atol)
 
     def test_small_cnn_matches_reference(self, under_test: Backend, reference: Backend,
                                          rng: np.random.Generator) -> None:

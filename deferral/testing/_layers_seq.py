@@ -21,6 +21,9 @@ _RECURRENT = {
     "RNN": lambda **kw: RNN(6, activation="relu", **kw),
     "GRU": lambda **kw: GRU(6, **kw),
     "LSTM": lambda **kw: LSTM(6, **kw),
+    "RNN-bidirectional": lambda **kw: RNN(6, bidirectional=True, **kw),
+    "GRU-bidirectional": lambda **kw: GRU(6, bidirectional=True, **kw),
+    "LSTM-bidirectional": lambda **kw: LSTM(6, bidirectional=True, **kw),
 }
 
 
@@ -50,9 +53,9 @@ class SeqLayerChecks(ConformanceBase):
     @pytest.mark.parametrize("kind", sorted(_RECURRENT))
     def test_recurrent_layer_matches_reference(self, kind: str, under_test: Backend, reference: Backend,
                                                rng: np.random.Generator) -> None:
-        """A two-layer RNN (relu) / GRU / LSTM with a deferred input size, in both layouts:
-        parameters bit-identical to the reference, the outputs (with zero states, and with
-        given NumPy states) and the new states agree with the NumPy backend's."""
+        """A two-layer RNN (relu) / GRU / LSTM, one- and bidirectional, with a deferred input
+        size, in both layouts: parameters bit-identical to the reference, the outputs (with zero
+        states, and with given NumPy states) and the new states agree with the NumPy backend's."""
         self._seq_require(under_test, "split", "stack", "unstack")
         make = _RECURRENT[kind]
         for device in self.device_list(under_test):
@@ -66,7 +69,8 @@ class SeqLayerChecks(ConformanceBase):
                 where = f"{kind}(batch_first={batch_first}) on {device}"
                 np.testing.assert_allclose(self.host(under_test, ours(x)), theirs(x), err_msg=where, **tol)
                 self._seq_same_parameters(ours, theirs, under_test)
-                states = [rng.standard_normal((2, 3, 6)).astype(np.float32) for _ in theirs.begin_state(3)]
+                depth = 4 if ours.bidirectional else 2
+                states = [rng.standard_normal((depth, 3, 6)).astype(np.float32) for _ in theirs.begin_state(3)]
                 out, new = ours(x, states)
                 want, want_new = theirs(x, states)
                 np.testing.assert_allclose(self.host(under_test, out), want, err_msg=where, **tol)
@@ -129,3 +133,30 @@ class SeqLayerChecks(ConformanceBase):
             attn(q)
         for param in (*lstm.collect_params().values(), *attn.collect_params().values()):
             assert_matches_reference(param, under_test)
+
+    def test_attention_dropout_in_training_mode_only(self, under_test: Backend, reference: Backend,
+                                                     rng: np.random.Generator) -> None:
+        """MultiHeadAttention(dropout=0.5): in inference mode, exactly the output of the same
+        layer without dropout; in training mode, with one head and one key (every attention
+        weight is 1), each query's context is either dropped (0) or scaled by 2, so every
+        output row is the output projection's bias or its value for twice the projected value,
+        and both occur."""
+        self._seq_require(under_test, "split", "stack", "unstack", "dropout")
+        ours, plain = MultiHeadAttention(1, 4, dropout=0.5), MultiHeadAttention(1, 4)
+        self.initialize(ours, seed=9)
+        self.initialize(plain, seed=9)
+        q = rng.standard_normal((4, 16, 3)).astype(np.float32)
+        kv = rng.standard_normal((4, 1, 3)).astype(np.float32)
+        np.testing.assert_array_equal(self.host(under_test, ours(q, kv)), self.host(under_test, plain(q, kv)))
+        ours.train()
+        got = self.host(under_test, ours(q, kv)).reshape(-1, 4)
+        weights = {name: self.host(under_test, p.data()).astype(np.float64)
+                   for name, p in ours.collect_params().items()}
+        value = kv.astype(np.float64)[:, 0] @ weights["value.weight"].T + weights["value.bias"]  # (N, units)
+        kept = np.repeat(2.0 * value @ weights["output.weight"].T + weights["output.bias"], 16, axis=0)
+        dropped = np.broadcast_to(weights["output.bias"], kept.shape)
+        is_kept = np.isclose(got, kept, rtol=1e-4, atol=1e-5).all(axis=1)
+        is_dropped = np.isclose(got, dropped, rtol=1e-4, atol=1e-5).all(axis=1)
+        assert (is_kept | is_dropped).all(), "a training-mode output is neither a kept nor a dropped context"
+        assert is_kept.any() and is_dropped.any(), f"kept {int(is_kept.sum())} of {len(got)} rows"
+        assert ours.dropout == 0.5 and "dropout=0.5" in repr(ours)

@@ -71,6 +71,11 @@ def _reductions(r: Rng) -> list[OpCase]:
             _c(x, None, True), _c(x, (), False), _e(ValueError, x, 3, False), _e(ValueError, x, (0, 0), False)]
 
 
+def _extremes(r: Rng) -> list[OpCase]:
+    return [*_reductions(r), _c(np.arange(12).reshape(3, 4), 1, False), _c(np.zeros((0, 3)), 1, False),
+            _e(ValueError, np.zeros((0, 3)), 0, False), _e(ValueError, np.zeros((2, 0)), None, True)]
+
+
 def _softmaxes(r: Rng) -> list[OpCase]:
     return [_c(_n(r, 3, 5, scale=4.0), -1), _c(_n(r, 3, 5), 0), _c(_n(r, 2, 3, 4, scale=20.0), 1),
             _e(ValueError, _n(r, 3, 5), 2)]
@@ -94,6 +99,7 @@ _CORE: dict[str, Callable[[Rng], list[OpCase]]] = {
     "divide": lambda r: [_c(_n(r, 3, 4), _nonzero(r, 3, 4)), _c(_n(r, 2, 3), _nonzero(r, 3)), _c(_n(r, 3, 4), 4.0),
                          _e(ValueError, _n(r, 2, 3), _nonzero(r, 2))],
     "maximum": _binary,
+    "minimum": _binary,
     "relu": _unary(3.0),
     "sigmoid": lambda r: [_c(_n(r, 4, 5)), _c(np.array([[-60.0, -30.0, -5.0, 0.0, 5.0, 30.0, 60.0]]))],
     "tanh": _unary(3.0),
@@ -102,6 +108,8 @@ _CORE: dict[str, Callable[[Rng], list[OpCase]]] = {
     "log_softmax": _softmaxes,
     "exp": _unary(2.0),
     "log": lambda r: [_c(_pos(r, 4, 5)), _c(_pos(r, 3))],
+    "expm1": lambda r: [_c(_n(r, 4, 5, scale=2.0)), _c(np.array([-1e-6, -1e-9, 0.0, 3e-8, 1e-5]))],
+    "log1p": lambda r: [_c(_pos(r, 4, 5)), _c(np.array([-0.5, -1e-7, 0.0, 2e-9, 1e-5]))],
     "reshape": lambda r: [_c(_n(r, 2, 3, 4), (6, 4)), _c(_n(r, 2, 3, 4), (2, -1)), _c(_n(r, 6), (1, 2, 3)),
                           _c(_n(r, 2, 3, 4), (24,)), _e(ValueError, _n(r, 2, 3, 4), (5, -1)),
                           _e(ValueError, _n(r, 2, 3, 4), (5, 5)), _e(ValueError, _n(r, 2, 3, 4), (-1, -1))],
@@ -115,6 +123,8 @@ _CORE: dict[str, Callable[[Rng], list[OpCase]]] = {
                          _e(ValueError, [_n(r, 2, 3), _n(r, 2, 3)], 2)],
     "sum": _reductions,
     "mean": lambda r: [*_reductions(r), _c(np.arange(12).reshape(3, 4), 0, False)],
+    "max": _extremes,
+    "min": _extremes,
 }
 
 
@@ -154,24 +164,35 @@ def _conv_transpose(r: Rng) -> list[OpCase]:
 
 def _max_pool(r: Rng) -> list[OpCase]:
     return [
-        # x, window, strides, padding
+        # x, window, strides, padding[, ceil_mode]
         _c(_n(r, 2, 3, 10), (3,), (2,), ((1, 1),)),
         _c(_n(r, 2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0))),
         _c(_n(r, 2, 3, 7, 9), (3, 2), (2, 1), ((1, 2), (0, 1))),
         _c(_n(r, 1, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), ((0, 1), (1, 1), (0, 0))),
+        # ceil_mode: one more window at the end; the last window may not start in the padding
+        _c(_n(r, 2, 3, 7), (2,), (2,), ((0, 0),), True),
+        _c(_n(r, 1, 2, 7, 6), (2, 3), (2, 3), ((0, 0), (1, 0)), True),
+        _c(_n(r, 2, 3, 5), (3,), (3,), ((1, 1),), True),
+        _c(_n(r, 2, 3, 8), (2,), (2,), ((0, 0),), True),
         _e(ValueError, _n(r, 2, 3, 2), (3,), (1,), ((0, 0),)),  # window larger than the input
     ]
 
 
 def _avg_pool(r: Rng) -> list[OpCase]:
     return [
-        # x, window, strides, padding, count_include_pad
+        # x, window, strides, padding, count_include_pad[, ceil_mode]
         _c(_n(r, 2, 3, 10), (3,), (2,), ((1, 1),), True),
         _c(_n(r, 2, 3, 10), (4,), (3,), ((2, 1),), False),
         _c(_n(r, 2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0)), True),
         _c(_n(r, 2, 3, 7, 9), (3, 2), (2, 1), ((1, 2), (0, 1)), True),
         _c(_n(r, 2, 3, 7, 9), (3, 3), (1, 2), ((1, 1), (2, 1)), False),
         _c(_n(r, 1, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), ((0, 1), (1, 1), (0, 0)), False),
+        # ceil_mode: an overhanging window divides by its part in the padded input (or the input)
+        _c(_n(r, 2, 3, 7), (2,), (2,), ((0, 0),), True, True),
+        _c(_n(r, 2, 3, 7, 6), (3, 3), (2, 2), ((1, 1), (1, 0)), True, True),
+        _c(_n(r, 2, 3, 7, 6), (3, 3), (2, 2), ((1, 1), (1, 0)), False, True),
+        _c(_n(r, 2, 3, 5), (3,), (3,), ((1, 1),), True, True),
+        _c(_n(r, 1, 2, 5, 6, 7), (2, 3, 2), (2, 2, 3), ((0, 1), (1, 1), (0, 0)), True, True),
         _e(ValueError, _n(r, 2, 3, 2), (3,), (1,), ((0, 0),), True),
     ]
 

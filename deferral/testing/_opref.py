@@ -1,7 +1,8 @@
 """An independent float64 reference for every op, in plain NumPy, for the op conformance checks.
 
 It shares no code with any backend (the NumPy backend included), and where the backends use
-one algorithm it uses another: convolutions and pooling accumulate one kernel tap at a time,
+one algorithm it uses another: convolutions and pooling accumulate one kernel tap at a time, pooling
+one output element at a time (windows counted as PyTorch's kernels count them),
 the transposed convolution is a convolution of the zero-upsampled input with the flipped
 kernel, ``gelu`` uses :func:`math.erf`. Inputs are upcast to float64 first; results are
 float64 (their expected dtype comes from the op's shape rule, itself checked against the
@@ -82,22 +83,36 @@ def _conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides:
     return _conv(up, conv_w, b, (1,) * n, ((0, 0),) * n, dilation, groups)
 
 
-def _pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads, fill: float,
-          combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    xp = np.pad(x, ((0, 0), (0, 0), *padding), constant_values=fill)
-    out = [(n - k) // s + 1 for n, k, s in zip(xp.shape[2:], window, strides)]
-    y = np.full((*x.shape[:2], *out), fill)
-    for _, seen in _taps(xp, window, strides, (1,) * len(window), out):
-        y = combine(y, seen)
-    return y
+def _windows(size: int, k: int, s: int, before: int, after: int, ceil_mode: bool) -> list[tuple[int, int]]:
+    """Each window's ``[start, end)`` in input coordinates, counted as PyTorch's kernels do."""
+    span = size + before + after - k
+    count = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (count - 1) * s >= size + before:
+        count -= 1
+    return [(i * s - before, i * s - before + k) for i in range(count)]
 
 
-def _avg_pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads,
-              count_include_pad: bool = True) -> np.ndarray:
-    sums = _pool(x, window, strides, padding, 0.0, np.add)
-    if count_include_pad:
-        return sums / math.prod(window)
-    return sums / _pool(np.ones((1, 1, *x.shape[2:])), window, strides, padding, 0.0, np.add)
+def _pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding: Pads, ceil_mode: bool,
+          average: bool, count_include_pad: bool = True) -> np.ndarray:
+    """Pooling one output element at a time, each window clipped to the input."""
+    sizes = x.shape[2:]
+    axes = [_windows(n, k, s, b, a, ceil_mode) for n, k, s, (b, a) in zip(sizes, window, strides, padding)]
+    out = np.empty((*x.shape[:2], *(len(w) for w in axes)))
+    spatial = tuple(range(2, x.ndim))
+    for index in np.ndindex(*(len(w) for w in axes)):
+        bounds = [axes[d][i] for d, i in enumerate(index)]
+        window = (slice(None), slice(None), *(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(bounds, sizes)))
+        at = (slice(None), slice(None), *index)
+        seen = x[window]
+        if not average:
+            out[at] = seen.max(axis=spatial)
+            continue
+        if count_include_pad:  # the window clipped to the padded input
+            divisor = math.prod(min(hi, n + a) - lo for (lo, hi), n, (_, a) in zip(bounds, sizes, padding))
+        else:
+            divisor = math.prod(seen.shape[2:])
+        out[at] = seen.sum(axis=spatial) / divisor
+    return out
 
 
 def _batch_norm(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray | None,
@@ -124,6 +139,19 @@ def _moments(x: np.ndarray, axes: Sequence[int], keepdims: bool) -> tuple[np.nda
     return (mean if keepdims else mean.squeeze(axis=tuple(axes))), var
 
 
+def _extreme(x: np.ndarray, axis: int | Sequence[int] | None, keepdims: bool, end: int) -> np.ndarray:
+    """The first (``end=0``) or last (``-1``) element of the sorted reduced axes: min or max."""
+    axes = tuple(range(x.ndim)) if axis is None else (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(a % x.ndim for a in axes)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    if not axes:
+        return x
+    size = math.prod(x.shape[a] for a in axes)
+    moved = np.transpose(x, (*kept, *axes)).reshape(*(x.shape[a] for a in kept), size)
+    out = np.sort(moved, axis=-1)[..., end]
+    return out.reshape([1 if a in axes else x.shape[a] for a in range(x.ndim)]) if keepdims else out
+
+
 def _split(x: np.ndarray, sections: int, axis: int) -> list[np.ndarray]:
     size = x.shape[axis] // sections
     return [np.take(x, range(i * size, (i + 1) * size), axis=axis) for i in range(sections)]
@@ -140,6 +168,7 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
     "multiply": lambda a, b: a * b,
     "divide": lambda a, b: a / b,
     "maximum": np.maximum,
+    "minimum": lambda a, b: np.where(a < b, a, b),
     "relu": lambda x: np.where(x > 0, x, 0.0),
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "tanh": np.tanh,
@@ -148,16 +177,22 @@ _REFERENCE: dict[str, Callable[..., Any]] = {
     "log_softmax": _log_softmax,
     "exp": np.exp,
     "log": np.log,
+    "expm1": lambda x: np.vectorize(math.expm1, otypes=[np.float64])(x),
+    "log1p": lambda x: np.vectorize(math.log1p, otypes=[np.float64])(x),
     "reshape": lambda x, shape: x.reshape(shape),
     "flatten": lambda x: x.reshape(len(x), -1),
     "transpose": lambda x, axes: x.transpose(axes),
     "concat": lambda arrays, axis: np.concatenate(arrays, axis),
     "sum": lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
     "mean": lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
+    "max": lambda x, axis, keepdims: _extreme(x, axis, keepdims, -1),
+    "min": lambda x, axis, keepdims: _extreme(x, axis, keepdims, 0),
     "conv": _conv,
     "conv_transpose": _conv_transpose,
-    "max_pool": lambda x, window, strides, padding: _pool(x, window, strides, padding, -np.inf, np.maximum),
-    "avg_pool": _avg_pool,
+    "max_pool": lambda x, window, strides, padding, ceil_mode=False: _pool(x, window, strides, padding, ceil_mode,
+                                                                           False),
+    "avg_pool": lambda x, window, strides, padding, count_include_pad=True, ceil_mode=False: _pool(
+        x, window, strides, padding, ceil_mode, True, count_include_pad),
     "batch_norm": _batch_norm,
     "moments": _moments,
     "sqrt": np.sqrt,

@@ -59,9 +59,12 @@ subtract = _binary(np.subtract, "subtract")
 multiply = _binary(np.multiply, "multiply")
 divide = _binary(np.divide, "divide")
 maximum = _binary(np.maximum, "maximum")
+minimum = _binary(np.minimum, "minimum")
 matmul = _binary(np.matmul, "matmul")
 exp = _unary(np.exp, "exp")
 log = _unary(np.log, "log")
+expm1 = _unary(np.expm1, "expm1")
+log1p = _unary(np.log1p, "log1p")
 tanh = _unary(np.tanh, "tanh")
 relu = _unary(lambda v: np.maximum(v, v.dtype.type(0)), "relu")
 
@@ -112,3 +115,11 @@ def sum(x: Box, axis: Any = None, keepdims: bool = False) -> Box:
 
 def mean(x: Box, axis: Any = None, keepdims: bool = False) -> Box:
     return _box(np.mean(_un(x, "mean"), axis=axis, keepdims=keepdims), x)
+
+
+def max(x: Box, axis: Any = None, keepdims: bool = False) -> Box:
+    return _box(np.max(_un(x, "max"), axis=axis, keepdims=keepdims), x)
+
+
+def min(x: Box, axis: Any = None, keepdims: bool = False) -> Box:
+    return _box(np.min(_un(x, "min"), axis=axis, keepdims=keepdims), x)
