@@ -15,6 +15,7 @@ from . import ops as ops
 from ._fill import get_num_threads as get_num_threads
 from ._fill import set_num_threads as set_num_threads
 from ._functional import functional as functional
+from ._materialize import materialize as materialize
 from ._native import native as native
 from ._progress import get_progress as get_progress
 from ._progress import set_progress as set_progress
@@ -31,6 +32,7 @@ from .errors import FunctionalUseError as FunctionalUseError
 from .errors import InitializerError as InitializerError
 from .errors import InputDtypeError as InputDtypeError
 from .errors import InvalidIndexError as InvalidIndexError
+from .errors import MaterializeError as MaterializeError
 from .errors import ShapeMismatchError as ShapeMismatchError
 from .hookspec import hookimpl as hookimpl
 from .parameter import Parameter as Parameter
@@ -55,6 +57,7 @@ __all__ = [
     "InitializerError",
     "InputDtypeError",
     "InvalidIndexError",
+    "MaterializeError",
     "Parameter",
     "ParameterDict",
     "ShapeMismatchError",
@@ -70,6 +73,7 @@ __all__ = [
     "hookimpl",
     "init",
     "load_backend",
+    "materialize",
     "native",
     "nn",
     "ops",

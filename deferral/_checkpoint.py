@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from .nn._block import Block
 
-__all__ = ["Source", "load_into", "load_parameters", "save_parameters", "to_host"]
+__all__ = ["Source", "file_metadata", "load_into", "load_parameters", "save_parameters", "to_host"]
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,18 @@ def save_parameters(net: Block, path: str | os.PathLike[str]) -> None:
             )
         host = registry.load_backend(param.backend or registry.get_backend()).to_numpy(param.data())
         tensors[name] = (param.dtype, to_host(host, param.dtype))
-    metadata = {
+    write_safetensors(path, tensors, file_metadata(params))
+
+
+def file_metadata(params: Mapping[str, Parameter]) -> dict[str, str]:
+    """The metadata of a deferral file holding ``params``: format, versions, seeds, backends."""
+    return {
         "format": "deferral",
         "deferral_version": __version__,
         "spec_version": str(SPEC_VERSION),
         "seeds": json.dumps({n: p.seed for n, p in params.items()}),
         "backends": json.dumps({n: p.backend for n, p in params.items()}),
     }
-    write_safetensors(path, tensors, metadata)
 
 
 def _dtype_problem(name: str, param: Parameter, dtype: str, source: str) -> str | None:

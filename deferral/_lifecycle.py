@@ -250,14 +250,9 @@ def complete(param: Parameter, shape: Shape) -> None:
     _invalidate(param)
 
 
-def new_values(param: Parameter, intent: Intent, *, guard: bool = True) -> Any:
-    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing.
-
-    The backend call runs with ``SIGINT`` deferred unless ``guard`` is False (the caller then
-    holds a window of :class:`deferred_in_windows`).
-    """
-    backend = registry.load_backend(intent.backend)
-    request = MaterializeRequest(
+def request_for(param: Parameter, intent: Intent) -> MaterializeRequest:
+    """What a backend needs to make ``param``'s values under ``intent`` (its shape must be known)."""
+    return MaterializeRequest(
         name=intent.path,
         shape=param._shape,
         dtype=intent.dtype,
@@ -266,6 +261,16 @@ def new_values(param: Parameter, intent: Intent, *, guard: bool = True) -> Any:
         key=derive_key(intent.seed, intent.path),
         recipe=intent.init.recipe(param._shape),
     )
+
+
+def new_values(param: Parameter, intent: Intent, *, guard: bool = True) -> Any:
+    """The native array ``intent`` gives ``param`` (its shape must be known); changes nothing.
+
+    The backend call runs with ``SIGINT`` deferred unless ``guard`` is False (the caller then
+    holds a window of :class:`deferred_in_windows`).
+    """
+    backend = registry.load_backend(intent.backend)
+    request = request_for(param, intent)
     if not guard:
         return backend.materialize(request)
     with signals_deferred():

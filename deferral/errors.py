@@ -18,6 +18,7 @@ __all__ = [
     "InitializerError",
     "InputDtypeError",
     "InvalidIndexError",
+    "MaterializeError",
     "ShapeMismatchError",
 ]
 
@@ -80,3 +81,8 @@ class InvalidIndexError(DeferralError, IndexError, ValueError):
 class EmptyInputError(DeferralError, ValueError):
     """An input axis a layer computes over is empty (no features, no time steps, no keys,
     an empty spatial axis, an empty batch for batch statistics)."""
+
+
+class MaterializeError(DeferralError, ValueError):
+    """``deferral.materialize`` cannot fill a model as asked (it already holds values, or its
+    names or layout are not ones deferral can fill)."""

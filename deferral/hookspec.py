@@ -19,8 +19,8 @@ A plugin module must not import its framework at import time (import it inside t
 Only :func:`deferral_backend_info`, :func:`deferral_ops`, :func:`deferral_is_native`,
 :func:`deferral_to_native`, :func:`deferral_to_numpy` and :func:`deferral_parameter_from_numpy`
 are required; :func:`deferral_materialize` and :func:`deferral_canonical_device` have
-defaults in the core, and :func:`deferral_native` (the framework's own model object) is
-optional. ``docs/plugins.md`` walks through a complete backend.
+defaults in the core, and :func:`deferral_native` (the framework's own model object) and
+:func:`deferral_materialize_native` (filling it, possibly sharded) are optional. ``docs/plugins.md`` walks through a complete backend.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from . import _fill, _progress
 if TYPE_CHECKING:
     import numpy as np
 
+    from ._regions import Region
     from .init import Recipe
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "deferral_canonical_device",
     "deferral_is_native",
     "deferral_materialize",
+    "deferral_materialize_native",
     "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
@@ -66,6 +68,23 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: Elements per chunk when a backend fills a parameter piecewise (4 Mi: 16 MiB of float32).
 CHUNK_ELEMENTS = 1 << 22
+#: Elements whose generation costs about as much as starting the stream at a new offset
+#: (:meth:`MaterializeRequest.fill_local` generates a covering span where that is cheaper).
+RUN_COST = 4096
+#: The widest span of global offsets :meth:`MaterializeRequest.fill_local` generates at once.
+SPAN_ELEMENTS = 1 << 20
+
+
+def _groups(runs: list[tuple[int, int]], span: int) -> Iterator[list[tuple[int, int]]]:
+    """Consecutive runs in groups whose offsets span at most ``span`` (a longer run: alone)."""
+    group: list[tuple[int, int]] = []
+    for offset, length in runs:
+        if group and offset + length - group[0][0] > span:
+            yield group
+            group = []
+        group.append((offset, length))
+    if group:
+        yield group
 
 #: Every floating dtype name the core knows, in the library's canonical spelling.
 DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -117,6 +136,10 @@ class MaterializeRequest:
         trainable: whether the native object should take part in gradients.
         key: the two 64-bit words keying this parameter's Philox stream.
         recipe: the distribution, from the parameter's initializer and shape.
+        region: the elements wanted, when only part of the parameter lives here (one rank's
+            shard of a parameter split over a device mesh: see :mod:`deferral._regions`);
+            ``None`` for the whole parameter. The local tensor has :attr:`local_shape`; its
+            elements come from the runs of global offsets :meth:`batches` lists.
     """
 
     name: str
@@ -126,6 +149,71 @@ class MaterializeRequest:
     trainable: bool
     key: tuple[int, int]
     recipe: Recipe
+    region: Region | None = None
+
+    @property
+    def local_shape(self) -> tuple[int, ...]:
+        """The shape of the storage to fill: :attr:`shape`, or the region's local shape."""
+        return self.shape if self.region is None else self.region.local_shape
+
+    def batches(self, elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """``(local start, runs)`` groups of at most ``elements`` elements covering the local storage.
+
+        Each run is ``(global flat offset, length)``; a group's runs fill consecutive local
+        positions. For the whole parameter each group is one run, the same as :meth:`chunks`.
+        """
+        from ._regions import Region
+
+        return (self.region or Region.full(self.shape)).batches(elements)
+
+    def fill_local(self, out: np.ndarray) -> None:
+        """Write the local elements (the region's, or all) into the flat host array ``out``.
+
+        Runs are taken in groups spanning at most :data:`SPAN_ELEMENTS` global offsets. A long
+        run is generated in place (by several threads when large). Short runs close together (a
+        column shard: one run per row) are generated as the span covering their group, then
+        picked out: starting the stream at a new offset costs about as much as :data:`RUN_COST`
+        elements, so a span is generated whenever it wastes fewer than that per run. The
+        temporaries stay below two spans.
+
+        Raises:
+            ValueError: for an ``orthogonal`` recipe on part of a parameter: the factorisation
+                needs the whole matrix, which a shard must not allocate.
+        """
+        import numpy as np
+
+        if self.region is None:
+            self.fill_host(out)
+            return
+        self.require_whole_for_orthogonal()
+        flat = out.reshape(-1)
+        for start, runs in self.batches():
+            for group in _groups(runs, SPAN_ELEMENTS):
+                total = sum(length for _, length in group)
+                first, last = group[0][0], group[-1][0] + group[-1][1]
+                if len(group) > 1 and last - first <= total + RUN_COST * len(group):
+                    span = self.host_values(first, last)
+                    flat[start:start + total] = np.concatenate([span[o - first:o - first + n] for o, n in group])
+                else:
+                    done = start
+                    for offset, length in group:
+                        self.fill_host(flat[done:done + length], offset)
+                        done += length
+                start += total
+
+    def require_whole_for_orthogonal(self) -> None:
+        """Raise ``ValueError`` for an ``orthogonal`` recipe asked for part of a parameter."""
+        if self.recipe.kind == "orthogonal" and self.region is not None and not self.region.is_full:
+            from .errors import InitializerError
+
+            raise InitializerError(
+                f"parameter {self.name!r} of shape {self.shape}: an Orthogonal initializer needs "
+                f"the whole matrix (a QR factorisation), but only a shard of local shape "
+                f"{self.local_shape} lives on this rank, and generating the whole matrix on every "
+                "rank would break the memory bound of sharded initialization. Use another "
+                "initializer for this parameter, keep it replicated, or initialize it unsharded "
+                "and load it as a checkpoint."
+            )
 
     @property
     def size(self) -> int:
@@ -288,4 +376,26 @@ def deferral_native(block: Any) -> Any:
             from my_package._module import NativeModule
 
             return NativeModule(block)
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_materialize_native(native: Any, requests: dict[str, MaterializeRequest]) -> Any:
+    """Give the framework model ``native`` its storage and initial values, in place.
+
+    Optional: called by :func:`deferral.materialize` for a framework object (a
+    ``torch.nn.Module`` mirroring a deferral model, possibly sharded over a device mesh).
+    ``requests`` maps every parameter's and buffer's structural path to its request (on the
+    target device, ``region`` unset); the backend allocates each tensor's local storage and
+    fills exactly the elements that live on this process (its shard, at their global flat
+    offsets: set ``region`` and fill from :meth:`MaterializeRequest.batches`), so nothing is
+    broadcast or gathered. Return ``native`` (any non-``None`` value).
+
+    Example::
+
+        @deferral.hookimpl
+        def deferral_materialize_native(native, requests):
+            for name, tensor in native.state_dict().items():
+                fill_my_tensor(tensor, requests[name])
+            return native
     """

@@ -125,6 +125,15 @@ class Backend:
     def parameter_from_numpy(self, array: Any, dtype: str, device: str, trainable: bool) -> Any:
         return self._from_numpy(array, dtype, device, trainable)
 
+    @property
+    def has_materialize_native(self) -> bool:
+        """Whether the backend fills framework models (:func:`deferral.materialize` of a module)."""
+        return bool(self._hook.deferral_materialize_native.get_hookimpls())
+
+    def materialize_native(self, native: Any, requests: dict[str, _spec.MaterializeRequest]) -> Any:
+        """Fill the framework model ``native`` in place (see :func:`deferral.materialize`)."""
+        return self._hook.deferral_materialize_native(native=native, requests=requests)
+
     def native(self, block: Any) -> Any:
         """The framework's own model object for ``block`` (see :func:`deferral.native`)."""
         return self._hook.deferral_native(block=block)

@@ -321,27 +321,29 @@ def test_sharded_parameters_equal_the_unsharded_values_bit_for_bit() -> None:
     assert "indivisible: IndivisibleError shaped" in out, out
 
 
-def test_shard_values_generates_only_the_shards_elements() -> None:
+def test_shard_values_generates_only_the_shards_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deferral._lifecycle import request_for
+    from deferral.hookspec import MaterializeRequest
     from deferral_jax._sharding import shard_values
 
     net = nn.Dense(6, in_units=10)
     net.initialize(seed=3, backend="numpy")
     full = np.asarray(net.weight.data())
+    request = request_for(net.weight, net.weight._intent)
     calls: list[tuple[int, int]] = []
+    original = MaterializeRequest.fill_host
 
-    class Spy:
-        shape, dtype = (6, 10), "float32"
+    def spy(self: MaterializeRequest, out: np.ndarray, start: int = 0) -> None:
+        calls.append((start, out.size))
+        original(self, out, start)
 
-        def fill_host(self, out: np.ndarray, start: int) -> None:
-            calls.append((start, out.size))
-            out[...] = full.reshape(-1)[start:start + out.size]
-
-    got = shard_values(Spy(), (slice(2, 5), slice(4, 8)))  # type: ignore[arg-type]
+    monkeypatch.setattr(MaterializeRequest, "fill_host", spy)
+    got = shard_values(request, (slice(2, 5), slice(4, 8)))
     np.testing.assert_array_equal(got, full[2:5, 4:8])
-    assert calls == [(24, 4), (34, 4), (44, 4)]  # one run per row, at its global offset
+    assert calls == [(24, 24)]  # the rows' short runs: the span covering them, once
     calls.clear()
-    np.testing.assert_array_equal(shard_values(Spy(), (slice(4, 6), slice(None))), full[4:])  # type: ignore[arg-type]
-    assert calls == [(40, 20)]
+    np.testing.assert_array_equal(shard_values(request, (slice(4, 6), slice(None))), full[4:])
+    assert calls == [(40, 20)]  # whole rows: one run at its global offset
 
 
 # -- 5. Flax NNX ------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ forward pass) is created with ``jax.make_array_from_callback`` under the shardin
 gives it. JAX asks for each device's shard as a tuple of slices of the global array; the
 shard's elements are generated from the value stream at their global flat offsets, so the
 gathered array equals the unsharded one bit for bit for every mesh and layout. A shard that
-cuts an inner dimension is a strided set of runs: it is generated run by run (a run is a
-contiguous stretch of the flat array), straight into the shard's host buffer.
+cuts an inner dimension is a strided set of runs; the core's region logic
+(:mod:`deferral._regions`, shared with the torch backend's DTensor shards) generates them.
 
 Importing this module imports no JAX.
 """
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
-import math
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -95,30 +94,16 @@ def make_sharded(request: MaterializeRequest) -> jax.Array | None:
 def shard_values(request: MaterializeRequest, index: tuple[slice, ...]) -> np.ndarray:
     """The block ``index`` (one step-1 slice per dimension) of the parameter, generated alone.
 
-    The trailing dimensions the block covers whole, with the one before them, form contiguous
-    runs of the flat array; each run is generated at its global offset into the block's buffer.
+    The block is a :class:`deferral._regions.Region`; the core fills it from its runs of global
+    offsets (:meth:`~deferral.hookspec.MaterializeRequest.fill_local`), as for a torch shard.
     """
     import numpy as np
 
-    shape = request.shape
-    bounds = [s.indices(d)[:2] for s, d in zip(index, shape)]
-    bounds += [(0, d) for d in shape[len(bounds):]]
-    out = np.empty(tuple(stop - start for start, stop in bounds), dtype=host_dtype(request.dtype))
-    flat = out.reshape(-1)
-    if flat.size == 0:
-        return out
-    whole = len(shape)
-    while whole > 0 and bounds[whole - 1] == (0, shape[whole - 1]):
-        whole -= 1
-    inner = math.prod(shape[whole:])  # elements of one step of dimension whole - 1
-    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
-    if whole == 0:
-        request.fill_host(flat, 0)
-        return out
-    first, last = bounds[whole - 1]
-    run = (last - first) * inner
-    outer = itertools.product(*(range(start, stop) for start, stop in bounds[:whole - 1]))
-    for i, position in enumerate(outer):
-        offset = sum(p * s for p, s in zip(position, strides)) + first * strides[whole - 1]
-        request.fill_host(flat[i * run:(i + 1) * run], offset)
+    from deferral._regions import Region
+
+    bounds = [s.indices(d)[:2] for s, d in zip(index, request.shape)]
+    bounds += [(0, d) for d in request.shape[len(bounds):]]
+    region = Region(request.shape, tuple(((lo, hi - lo),) if hi > lo else () for lo, hi in bounds))
+    out = np.empty(region.local_shape, dtype=host_dtype(request.dtype))
+    dataclasses.replace(request, region=region).fill_local(out)
     return out

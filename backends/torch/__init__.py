@@ -33,11 +33,13 @@ __all__ = [
     "deferral_canonical_device",
     "deferral_is_native",
     "deferral_materialize",
+    "deferral_materialize_native",
     "deferral_native",
     "deferral_ops",
     "deferral_parameter_from_numpy",
     "deferral_to_native",
     "deferral_to_numpy",
+    "fill_tensor",
     "native_generation",
 ]
 
@@ -65,8 +67,9 @@ NATIVE_ENV = "DEFERRAL_TORCH_NATIVE"
 #: repeated here so that deciding imports no torch).
 _NATIVE_KINDS = frozenset({"uniform", "normal", "truncated_normal"})
 
-_DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
-_ACCEPTED = "'cpu', 'cuda' (the current CUDA device) or 'cuda:N' (also as a torch.device)"
+_DEVICE = re.compile(r"(cpu|cuda|meta)(?::(\d+))?")
+_ACCEPTED = ("'cpu', 'cuda' (the current CUDA device), 'cuda:N' or 'meta' (shapes only, nothing "
+             "allocated; also as a torch.device)")
 
 
 @deferral.hookimpl
@@ -100,9 +103,10 @@ def deferral_is_native(value: Any) -> bool:
 
 @deferral.hookimpl
 def deferral_canonical_device(device: Any) -> str:
-    """Validate a device and return ``"cpu"`` or ``"cuda:N"`` (``None`` means ``"cpu"``).
+    """Validate a device and return ``"cpu"``, ``"cuda:N"`` or ``"meta"`` (``None`` means ``"cpu"``).
 
-    Accepts ``"cpu"``, ``"cuda"`` (the current CUDA device), ``"cuda:N"`` and the same as a
+    Accepts ``"cpu"``, ``"cuda"`` (the current CUDA device), ``"cuda:N"``, ``"meta"`` (parameters
+    with a shape and no storage, filled later by ``deferral.materialize``) and the same as a
     ``torch.device``.
 
     Raises:
@@ -118,8 +122,8 @@ def deferral_canonical_device(device: Any) -> str:
             f"the torch backend cannot place parameters on device {device!r}. "
             f"Use one of: {_ACCEPTED}."
         )
-    if match[1] == "cpu":
-        return "cpu"
+    if match[1] in ("cpu", "meta"):  # FSDP2 names its meta tensors' device 'meta:0'
+        return match[1]
     return _cuda_device(text, None if match[2] is None else int(match[2]))
 
 
@@ -213,40 +217,79 @@ def native_generation(device_type: str, kind: str) -> bool:
 
 @deferral.hookimpl
 def deferral_materialize(request: MaterializeRequest) -> torch.nn.Parameter:
-    """Allocate the parameter on its device and fill it with the reference values.
+    """Allocate the parameter (or its ``request.region``) on its device with the reference values.
 
     On the CPU the reference path writes into an aligned NumPy array
     (:func:`deferral._fill.aligned_empty`) that becomes the tensor's storage through
     ``torch.from_numpy``: no second copy, and NumPy's huge-page allocation makes first writing
     the memory several times cheaper than into ``torch.empty``'s. On another device the tensor
-    is created with ``torch.empty`` there; where :func:`native_generation` says so (by default:
-    uniform, normal and truncated normal on any device but the CPU) the values are generated
-    on the device in bounded chunks by ``deferral_torch._native.fill``, otherwise each chunk of
-    :data:`CHUNK_ELEMENTS` values is computed on the host and copied in, so the extra memory is
-    one chunk. Every way gives the NumPy backend's bits.
+    is created with ``torch.empty`` there and filled by :func:`fill_tensor`. On the ``meta``
+    device nothing is allocated and no value is made: the parameter only has its shape and
+    dtype (``deferral.materialize`` fills it later).
     """
     import torch
 
     device_type = "cpu" if request.device == "cpu" else request.device.split(":")[0]
     if device_type == "cpu" and not native_generation("cpu", request.recipe.kind):
-        host = aligned_empty(request.shape, host_dtype(request.dtype))
-        request.fill_host(host)
+        host = aligned_empty(request.local_shape, host_dtype(request.dtype))
+        request.fill_local(host)
         return torch.nn.Parameter(_adopt(host, request.dtype), requires_grad=request.trainable)
-    values = torch.empty(request.shape, dtype=_torch_dtype(request.dtype), device=request.device)
-    if native_generation(device_type, request.recipe.kind):
+    values = torch.empty(request.local_shape, dtype=_torch_dtype(request.dtype), device=request.device)
+    fill_tensor(values, request)
+    return torch.nn.Parameter(values, requires_grad=request.trainable)
+
+
+def fill_tensor(values: torch.Tensor, request: MaterializeRequest) -> None:
+    """Write the values of ``request`` (the whole parameter, or its region) into ``values``.
+
+    ``values`` is a contiguous tensor of ``request.local_shape`` and dtype, on any device.
+    Where :func:`native_generation` says so (by default: uniform, normal and truncated normal
+    on any device but the CPU), the values are generated on the device in bounded chunks by
+    ``deferral_torch._native.fill`` (a shard's short runs in one vectorized pass per chunk).
+    Otherwise, on the CPU the reference path writes straight into the tensor's memory (no
+    second copy); on another device each chunk of :data:`CHUNK_ELEMENTS` values is computed
+    on the host and copied in, so the extra memory is one chunk. Every way gives the NumPy
+    backend's bits. A ``meta`` tensor is left as it is.
+    """
+    import numpy as np
+    import torch
+
+    if values.device.type == "meta":
+        return
+    if native_generation(values.device.type, request.recipe.kind):
         from . import _native
 
         _native.fill(values, request)
+    elif values.device.type == "cpu":
+        host = values.view(torch.int16).numpy().view(np.uint16) if request.dtype == "bfloat16" else values.numpy()
+        request.fill_local(host)
     else:
         _copy_in_chunks(values, request)
-    return torch.nn.Parameter(values, requires_grad=request.trainable)
 
 
 def _copy_in_chunks(values: torch.Tensor, request: MaterializeRequest) -> None:
     """Fill ``values`` (any device) chunk by chunk from the host reference."""
+    import numpy as np
+
+    request.require_whole_for_orthogonal()
     flat = values.view(-1)
-    for start, stop in request.chunks(CHUNK_ELEMENTS):
-        flat[start:stop].copy_(_host_tensor(request.host_values(start, stop), request.dtype))
+    for start, runs in request.batches(CHUNK_ELEMENTS):
+        parts = [request.host_values(offset, offset + length) for offset, length in runs]
+        host = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        flat[start:start + host.size].copy_(_host_tensor(host, request.dtype))
+
+
+@deferral.hookimpl
+def deferral_materialize_native(native: Any, requests: dict[str, MaterializeRequest]) -> Any:
+    """Allocate a ``torch.nn.Module``'s local storage and fill each rank's shards in place.
+
+    Plain tensors get the whole parameter; a DTensor (FSDP2, tensor parallelism, 2-D meshes,
+    FSDP2's strided sharding over TP) gets exactly the elements this rank holds
+    (``deferral_torch._distributed``).
+    """
+    from ._distributed import materialize_module
+
+    return materialize_module(native, requests)
 
 
 @deferral.hookimpl
@@ -300,6 +343,11 @@ def deferral_to_numpy(value: Any) -> np.ndarray:
 
     if not isinstance(value, torch.Tensor):
         return np.array(value, copy=True)
+    if value.is_meta:
+        raise deferral.DeferredInitializationError(
+            f"a tensor of shape {tuple(value.shape)} is on the meta device: it has no values. "
+            "Fill the model first with deferral.materialize(net, device='cpu') (or 'cuda')."
+        )
     tensor = value.detach()
     dtype = torch.float32 if tensor.dtype == torch.bfloat16 else tensor.dtype
     return tensor.to(device="cpu", dtype=dtype, copy=True).resolve_conj().resolve_neg().numpy()

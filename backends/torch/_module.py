@@ -188,6 +188,21 @@ class DeferralModule(torch.nn.Module):
                 _adopt(param, tensor)
         return self
 
+    def reset_parameters(self) -> None:
+        """Regenerate the initial values of this module's parameters and buffers (and its
+        descendants'), in place, from their recipes: the bits ``initialize(seed=...)`` gave.
+
+        The FSDP2 recipe ``module.to_empty(device=...)`` then ``module.reset_parameters()``
+        works unchanged: a sharded parameter (a DTensor) gets exactly this rank's elements.
+
+        Raises:
+            deferral.DeferredInitializationError: for a parameter never initialized, or whose
+                shape is not known yet.
+        """
+        from ._distributed import reset_module
+
+        reset_module(self)
+
     # -- mode ----------------------------------------------------------------------------
     @property
     def training(self) -> bool:

@@ -65,6 +65,7 @@ __all__ = [
     "fused_kernel",
     "normal",
     "philox4x64",
+    "run_words",
     "truncated_normal",
     "transform",
     "uniform",
@@ -222,6 +223,41 @@ def words(
     first, skip = divmod(start, 4)
     blocks = _blocks(first, (skip + count + 3) // 4, key, device)
     return blocks.view(-1)[skip:skip + count]
+
+
+def run_words(
+    key: tuple[int, int], runs: Sequence[tuple[int, int]], device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The words of every ``(start, length)`` run, concatenated, as int64 bit patterns.
+
+    One vectorized pass for any number of runs (a column shard of a matrix is one short run
+    per row): each run's blocks are generated at their counters, and its words gathered. The
+    counters of a parameter's runs are below 2**62 (a flat offset is below 2**64), so the
+    high counter words are 0.
+
+    Example:
+        >>> from deferral.random import raw_words
+        >>> ref = [*raw_words((1, 2), 3, 5).view("int64"), *raw_words((1, 2), 10, 17).view("int64")]
+        >>> run_words((1, 2), [(3, 2), (10, 7)]).tolist() == [int(v) for v in ref]
+        True
+    """
+    device = torch.device(device)
+    if len(runs) == 1:
+        return words(key, runs[0][0], runs[0][1], device)
+    starts = torch.tensor([s for s, _ in runs], dtype=torch.int64)
+    lengths = torch.tensor([n for _, n in runs], dtype=torch.int64)
+    first = starts // 4
+    nblocks = (starts % 4 + lengths + 3) // 4
+    block_base = torch.cumsum(nblocks, 0) - nblocks  # where each run's blocks start
+    counters = torch.arange(int(nblocks.sum()), dtype=torch.int64)
+    counters += torch.repeat_interleave(first - block_base, nblocks)
+    word_base = torch.cumsum(lengths, 0) - lengths  # where each run's words start in the output
+    index = torch.arange(int(lengths.sum()), dtype=torch.int64)
+    index += torch.repeat_interleave(block_base * 4 + starts % 4 - word_base, lengths)
+    counters, index = counters.to(device), index.to(device)
+    out = philox4x64((counters, 0, 0, 0), key)
+    blocks = torch.stack([_as_tensor(w, counters) for w in out], dim=1)
+    return blocks.view(-1)[index]
 
 
 # -- the transforms -------------------------------------------------------------------------
@@ -397,7 +433,8 @@ def fill(
 ) -> None:
     """Write the values of ``request`` into ``values`` (any device) with the reference bits.
 
-    ``values`` must be contiguous, of ``request.shape`` and of ``request.dtype``. Kinds in
+    ``values`` must be contiguous, of ``request.local_shape`` and of ``request.dtype``: with a
+    ``request.region`` (one rank's shard) it holds exactly the region's elements. Kinds in
     :data:`NATIVE_KINDS` are generated on ``values.device`` (on CUDA, in its current stream)
     in chunks of ``chunk`` elements (default: :data:`CPU_CHUNK_ELEMENTS` on the CPU,
     :data:`CHUNK_ELEMENTS` elsewhere); ``constant`` is a fill with the rounded value;
@@ -405,22 +442,25 @@ def fill(
     ``compact`` is passed to the normal quantile (see :func:`_normal_quantile`). On CUDA, each
     chunk is one launch of the fused Triton kernel where Triton is installed
     (:func:`fused_kernel`; ``fused=False`` forces the torch-ops path, ``fused=True`` requires
-    the kernel).
+    the kernel); for a shard, chunks of one run use the kernel, chunks of several short runs
+    (a column shard) the torch ops, in chunks of :data:`CHUNK_ELEMENTS`.
 
     Raises:
         TypeError: when ``values`` does not match the request.
-        ValueError: for an unknown recipe kind.
+        ValueError: for an unknown recipe kind, or ``orthogonal`` on part of a parameter.
     """
     if chunk is None:
         if values.device.type == "cpu":
             chunk = CPU_CHUNK_ELEMENTS
-        else:
-            chunk = FUSED_CHUNK_ELEMENTS if fused is not False and fused_kernel(values.device) else CHUNK_ELEMENTS
+        else:  # a shard's batches of many runs go through torch ops: their temporaries stay bounded
+            whole = request.region is None or request.region.is_full
+            chunk = FUSED_CHUNK_ELEMENTS if whole and fused is not False and fused_kernel(values.device) else CHUNK_ELEMENTS
     expected = getattr(torch, request.dtype)
-    if tuple(values.shape) != tuple(request.shape) or values.dtype != expected or not values.is_contiguous():
+    shape = tuple(request.local_shape)
+    if tuple(values.shape) != shape or values.dtype != expected or not values.is_contiguous():
         raise TypeError(
             f"fill for {request.name!r}: expected a contiguous {request.dtype} tensor of shape "
-            f"{tuple(request.shape)}; received {values.dtype} {tuple(values.shape)} "
+            f"{shape}; received {values.dtype} {tuple(values.shape)} "
             f"(contiguous={values.is_contiguous()})"
         )
     recipe = request.recipe
@@ -429,6 +469,7 @@ def fill(
         if recipe.kind == "constant":
             flat.fill_(_constant(recipe.a, values.dtype))
         elif recipe.kind == "orthogonal":
+            request.require_whole_for_orthogonal()
             _copy_host(flat, request, chunk)
         elif recipe.kind in NATIVE_KINDS:
             _fill_stream(flat, request, chunk, compact, _progress.advance_elements(request.dtype), fused)
@@ -460,11 +501,12 @@ def _fill_stream(
     kernel = fused_kernel(flat.device) if fused is not False else None
     if fused and kernel is None:
         raise ValueError(f"fused generation needs Triton and a CUDA device; {flat.device} has none")
-    for start, stop in request.chunks(chunk):
-        if kernel is not None:
-            kernel.fill(flat[start:stop], recipe.kind, recipe.a, recipe.b, request.key, start)
+    for start, runs in request.batches(chunk):
+        count = sum(length for _, length in runs)
+        if kernel is not None and len(runs) == 1:  # the fused kernel takes one run of offsets
+            kernel.fill(flat[start:start + count], recipe.kind, recipe.a, recipe.b, request.key, runs[0][0])
         else:
-            w = words(request.key, start, stop - start, flat.device)
-            _round_into(flat[start:stop], transform(recipe.kind, recipe.a, recipe.b, w, compact))
+            w = run_words(request.key, runs, flat.device)
+            _round_into(flat[start:start + count], transform(recipe.kind, recipe.a, recipe.b, w, compact))
         if progress is not None:
-            progress(stop - start)
+            progress(count)
