@@ -164,7 +164,7 @@ def reset_module(module: torch.nn.Module) -> None:
 
     tensors = _named_tensors(module)
     requests = {}
-    for key, _, _, param in named_deferral_params(module):  # type: ignore[arg-type]
+    for key, _, _, param in named_deferral_params(module):
         intent = param._intent
         if intent is None or not param.shape_known:
             raise deferral.DeferredInitializationError(

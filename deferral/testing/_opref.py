@@ -101,9 +101,9 @@ def _pool(x: np.ndarray, window: Sequence[int], strides: Sequence[int], padding:
     spatial = tuple(range(2, x.ndim))
     for index in np.ndindex(*(len(w) for w in axes)):
         bounds = [axes[d][i] for d, i in enumerate(index)]
-        window = (slice(None), slice(None), *(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(bounds, sizes)))
+        box = (slice(None), slice(None), *(slice(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(bounds, sizes)))
         at = (slice(None), slice(None), *index)
-        seen = x[window]
+        seen = x[box]
         if not average:
             out[at] = seen.max(axis=spatial)
             continue
