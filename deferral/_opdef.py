@@ -177,7 +177,7 @@ class OpNamespace(Protocol):
     """What ``deferral_ops()`` returns: one callable per op (a module of functions will do).
 
     Required: the ``core`` family; ``conv``, ``norm`` and ``seq`` are optional (see
-    :data:`deferral.ops.CORE_OPS`). Type-check a backend with ``ops: OpNamespace = _ops``.
+    :data:`deferral.ops.CORE_OPS`). It states each op's signature (the first-party modules do not type-check against it yet).
     """
 '''
 
