@@ -9,7 +9,7 @@ Every change of a parameter's state goes through this module:
 - :func:`signals_deferred` guards framework calls that must not be torn by an interrupt
   (creating a variable, writing storage): a ``SIGINT`` arriving inside is re-raised once the
   call has returned;
-- the transitions (:func:`record`, :func:`complete`, :func:`materialize`, :func:`swap`)
+- the transitions (:func:`complete`, :func:`materialize`, :func:`swap`, :func:`rebind`)
   change a parameter and drop the cached call state of every block that depends on it, so a
   model's fast path is invalidated only by changes to its own parameters; :func:`rebind`
   replaces the storage object alone. Each also tells the native containers showing the
@@ -41,7 +41,7 @@ from .random import derive_key
 if TYPE_CHECKING:
     from .parameter import Intent, Parameter
 
-__all__ = ["LOCK", "SHAPE_ONLY", "complete", "deferred_in_windows", "materialize", "rebind", "record",
+__all__ = ["LOCK", "SHAPE_ONLY", "complete", "deferred_in_windows", "materialize", "rebind",
            "signals_deferred", "swap", "transaction"]
 
 Shape = tuple[int, ...]
@@ -232,15 +232,6 @@ def _notify(param: Parameter) -> None:
 
 
 # -- transitions -----------------------------------------------------------------------------
-def record(param: Parameter, intent: Intent) -> None:
-    """Record ``intent`` (initializer, seed, dtype, device, backend); values are made later."""
-    journal(param)
-    param._intent = intent
-    param._path = intent.path
-    param._data = None
-    _invalidate(param)
-
-
 def complete(param: Parameter, shape: Shape) -> None:
     """Fix the unknown dimensions of ``param`` (already checked against the known ones)."""
     if shape == param._shape:
