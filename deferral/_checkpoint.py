@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._dtypes import FLOATING, float32_to_bfloat16_bits
+from ._lifecycle import checkpoint
 from ._safetensors_read import SafetensorsReader
 from ._safetensors_write import write_safetensors
 from ._version import __version__
@@ -173,6 +174,7 @@ def load_into(net: Block, sources: Mapping[str, Source], fetch: Callable[[str], 
             dtype = sources[step.name].dtype or ""
             intent = step.intent or step.param._default_intent(dtype, (seeds or {}).get(step.name, 0))
             step.param._replace(fetch(step.name), step.shape, intent)
+            checkpoint()  # Ctrl-C lands between entries and rolls the load back
         if finish is not None:
             finish()
 

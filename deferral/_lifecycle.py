@@ -4,10 +4,13 @@ Every change of a parameter's state goes through this module:
 
 - :data:`LOCK` serializes first calls, ``initialize()``, loading and rollback across threads;
 - :func:`transaction` journals each parameter before its first change and, if the block
-  raises, restores every snapshot while still holding the lock, with ``SIGINT`` deferred so
-  a second Ctrl-C cannot stop the rollback half-way;
+  raises, restores every snapshot while still holding the lock. In the main thread it holds
+  ``SIGINT`` back from its first instruction to its last, acting on it only at checkpoints
+  (:func:`checkpoint`: between parameters, entries, blocks) and at its end, so an interrupt
+  never lands between the transaction's own steps (a Python-level ``with`` statement can
+  otherwise be interrupted on entering ``__exit__``, leaving the transaction open);
 - :func:`signals_deferred` guards framework calls that must not be torn by an interrupt
-  (creating a variable, writing storage): a ``SIGINT`` arriving inside is re-raised once the
+  (creating a variable, writing storage): a ``SIGINT`` arriving inside is acted on once the
   call has returned;
 - the transitions (:func:`complete`, :func:`materialize`, :func:`swap`, :func:`rebind`)
   change a parameter and drop the cached call state of every block that depends on it, so a
@@ -26,11 +29,11 @@ their ``build`` step; the core does the rest.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C functions under signal.signal
-import contextlib
 import contextvars
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from _thread import get_ident
+from collections.abc import Callable, Iterable
 from signal import SIGINT
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +44,7 @@ from .random import derive_key
 if TYPE_CHECKING:
     from .parameter import Intent, Parameter
 
-__all__ = ["LOCK", "SHAPE_ONLY", "complete", "deferred_in_windows", "materialize", "rebind",
+__all__ = ["LOCK", "SHAPE_ONLY", "checkpoint", "complete", "deferred_in_windows", "materialize", "rebind",
            "signals_deferred", "swap", "transaction"]
 
 Shape = tuple[int, ...]
@@ -63,67 +66,119 @@ _Kept = tuple["Parameter", Any, "Intent", Shape]
 _writes: contextvars.ContextVar[dict[int, _Kept] | None] = (
     contextvars.ContextVar("deferral_writes", default=None)
 )
-_deferring = threading.local()
+_MAIN = threading.main_thread().ident
 
 
-# -- interrupts ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
+class _Held:
+    """The main thread's hold on ``SIGINT``: how deep, what arrived, the handler it replaced."""
+
+    __slots__ = ("critical", "depth", "previous", "received")
+
+    def __init__(self) -> None:
+        self.depth = 0  # holds open: transactions, guarded calls, windows
+        self.critical = 0  # of which guarded calls (no checkpoint may deliver inside one)
+        self.previous: Any = None
+        self.received: list[int] = []
+
+
+_held = _Held()
+
+
+def _record(signum: int, frame: Any) -> None:
+    _held.received.append(signum)
+
+
+def _hold() -> bool:
+    """Start holding ``SIGINT`` back; False (and nothing held) outside the main thread.
+
+    Installing the recording handler is the first thing done: a signal arriving after it is
+    recorded, one arriving before it is raised before anything changed.
+    """
+    if get_ident() != _MAIN:
+        return False
+    if _held.depth == 0:
+        _held.received = []  # what an earlier hold recorded as it ended was raised already
+        # _signal: the C functions signal.signal wraps (without its enum conversions).
+        _held.previous = _signal.signal(SIGINT, _record)
+    _held.depth += 1
+    return True
+
+
+def _release() -> None:
+    """End one hold; the last one restores the handler, then acts on a held-back signal."""
+    _held.depth -= 1
+    if _held.depth:
+        return
+    previous = _held.previous
+    # Restoring the handler is the last change: a signal arriving after it is raised with
+    # everything already in order (what was recorded until then is then dropped: the user
+    # sees one KeyboardInterrupt).
+    _signal.signal(SIGINT, signal.default_int_handler if previous is None else previous)
+    received, _held.received = _held.received, []
+    if received:
+        _deliver(previous)
+
+
+def checkpoint() -> None:
+    """Act on a ``SIGINT`` held back by a transaction, now, as its handler would.
+
+    Long work inside a transaction (materializing, loading, a first forward pass) calls this
+    between steps, so Ctrl-C lands within one step and rolls the transaction back. Does
+    nothing outside the main thread or inside a guarded framework call.
+    """
+    if _held.received and not _held.critical and get_ident() == _MAIN:
+        _held.received = []
+        _deliver(_held.previous)
+
+
+class signals_deferred:
     """Hold ``SIGINT`` back while the block runs; deliver it (``KeyboardInterrupt``) afterwards.
 
-    Only the main thread receives signals, so elsewhere (and when nested) this does nothing.
+    For framework calls that must not be torn. Only the main thread receives signals, so
+    elsewhere this does nothing; nested (inside a transaction, say), the signal waits for the
+    outermost hold's next checkpoint or its end.
     """
-    if threading.current_thread() is not threading.main_thread() or getattr(_deferring, "on", False):
-        yield
-        return
-    received: list[int] = []
-    # _signal: the C functions signal.signal wraps (without its enum conversions, ~2 us a call).
-    previous = _signal.signal(SIGINT, lambda signum, frame: received.append(signum))
-    _deferring.on = True
-    try:
-        yield
-    finally:
-        _deferring.on = False
-        _signal.signal(SIGINT, previous)
-        if received:
-            _deliver(previous)
+
+    __slots__ = ("_holding",)
+
+    def __enter__(self) -> None:
+        self._holding = _hold()
+        if self._holding:
+            _held.critical += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self._holding:
+            _held.critical -= 1
+            _release()
 
 
 class deferred_in_windows:
     """``SIGINT`` held back in windows of about ``limit`` bytes of work (see :func:`signals_deferred`).
 
-    A loop making many small parameters calls :meth:`step` after each: the signal guard is
-    paid once per window instead of once per parameter, and an interrupt still lands within
-    one window's work.
+    A loop making many small parameters calls :meth:`step` after each: a held-back signal is
+    acted on once per window instead of once per parameter, and still lands within one
+    window's work.
     """
 
     def __init__(self, limit: int = 16 << 20) -> None:
         self.limit, self.done = limit, 0
-        self._window: contextlib.AbstractContextManager[None] | None = None
+        self._holding = False
 
     def __enter__(self) -> deferred_in_windows:
-        self._open()
+        self._holding = _hold()
         return self
 
-    def _open(self) -> None:
-        self._window = signals_deferred()
-        self._window.__enter__()
-
-    def _close(self, *exc: Any) -> None:
-        window, self._window = self._window, None
-        if window is not None:
-            window.__exit__(*exc)
-
     def step(self, nbytes: int) -> None:
-        """Count ``nbytes`` of work; past the limit, deliver what was held back and start anew."""
+        """Count ``nbytes`` of work; past the limit, act on what was held back."""
         self.done += nbytes
         if self.done >= self.limit:
             self.done = 0
-            self._close(None, None, None)
-            self._open()
+            checkpoint()
 
-    def __exit__(self, *exc: Any) -> None:
-        self._close(*exc)
+    def __exit__(self, *exc: object) -> None:
+        if self._holding:
+            self._holding = False
+            _release()
 
 
 def _deliver(handler: Any) -> None:
@@ -137,13 +192,16 @@ def _deliver(handler: Any) -> None:
 
 
 # -- transactions ----------------------------------------------------------------------------
-@contextlib.contextmanager
-def transaction() -> Iterator[None]:
+class transaction:
     """Undo every parameter state change made inside the block if it raises.
 
     Any exception counts, ``KeyboardInterrupt`` included. Nested transactions join the
-    outermost one. The rollback runs under :data:`LOCK` with ``SIGINT`` deferred; an interrupt
-    arriving during it is raised after the model is whole again.
+    outermost one. In the main thread ``SIGINT`` is held back from the first instruction of
+    the transaction to its last and acted on at checkpoints (:func:`checkpoint`, between
+    parameters and blocks) and at the end, so an interrupt can never land between the
+    transaction's own steps: it either rolls the body back or arrives after the transaction
+    is closed. The rollback runs under :data:`LOCK`; an interrupt arriving during it is
+    raised after the model is whole again.
 
     Example:
         >>> import numpy as np
@@ -160,40 +218,59 @@ def transaction() -> Iterator[None]:
         >>> net.weight.state
         'declared'
     """
-    if _journal.get() is not None:
-        yield
-        return
-    journal: dict[int, tuple[Parameter, _Snapshot]] = {}
-    writes: dict[int, _Kept] = {}
-    token, writes_token = _journal.set(journal), _writes.set(writes)
-    try:
-        with LOCK:
+
+    __slots__ = ("_holding", "_journal", "_tokens", "_writes")
+
+    def __enter__(self) -> None:
+        self._holding = _hold()  # first: from here on a SIGINT waits for a checkpoint
+        self._tokens: tuple[Any, Any] | None = None
+        if _journal.get() is not None:
+            return
+        try:
+            LOCK.acquire()
+        except BaseException:
+            self._end()
+            raise
+        self._journal: dict[int, tuple[Parameter, _Snapshot]] = {}
+        self._writes: dict[int, _Kept] = {}
+        self._tokens = (_journal.set(self._journal), _writes.set(self._writes))
+
+    def __exit__(self, typ: type[BaseException] | None, value: BaseException | None, tb: Any) -> None:
+        try:
+            if self._tokens is None:  # joined an outer transaction
+                if typ is None:
+                    checkpoint()
+                return
             try:
-                yield
-            except BaseException:
-                _rollback(journal)
-                raise
-            _commit(writes)
-    finally:
-        _journal.reset(token)
-        _writes.reset(writes_token)
+                if typ is not None:
+                    _rollback(self._journal)
+                    return
+                try:
+                    checkpoint()  # a SIGINT held back since the last checkpoint rolls back too
+                except BaseException:
+                    _rollback(self._journal)
+                    raise
+                _commit(self._writes)
+            finally:
+                journal_token, writes_token = self._tokens
+                self._tokens = None
+                _journal.reset(journal_token)
+                _writes.reset(writes_token)
+                LOCK.release()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        if self._holding:
+            self._holding = False
+            _release()
 
 
 def _rollback(journal: dict[int, tuple[Parameter, _Snapshot]]) -> None:
-    """Restore every snapshot; restoring is idempotent, so an interrupt that lands before the
-    signal guard is in place only makes it start again."""
-    interrupted: KeyboardInterrupt | None = None
-    done = False
-    while not done:
-        try:
-            with signals_deferred():
-                for param, snapshot in reversed(list(journal.values())):
-                    _restore(param, snapshot)
-                done = True
-        except KeyboardInterrupt as exc:  # held back during the restore, or landed before it
-            interrupted = exc
-    if interrupted is not None:
-        raise interrupted
+    """Restore every snapshot (SIGINT held back: no checkpoint runs inside)."""
+    with signals_deferred():
+        for param, snapshot in reversed(list(journal.values())):
+            _restore(param, snapshot)
 
 
 def _snapshot(param: Parameter) -> _Snapshot:
@@ -276,6 +353,7 @@ def materialize(params: Iterable[Parameter]) -> None:
             journal(param)
             param._data = data
             _invalidate(param)
+            checkpoint()
 
 
 def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
 import subprocess
 import sys
@@ -473,12 +474,13 @@ def test_jit_trace_of_the_mlp() -> None:
 
 # -- DistributedDataParallel ----------------------------------------------------------------
 _DDP_WORKER = textwrap.dedent("""
-    import sys, torch, torch.distributed as dist
+    import datetime, sys, torch, torch.distributed as dist
     import deferral
     from deferral import nn
 
-    rank, port = int(sys.argv[1]), sys.argv[2]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    rank, store = int(sys.argv[1]), sys.argv[2]
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
     torch.manual_seed(rank)  # different data on each rank
     net = nn.Sequential([nn.Dense(16, activation="relu"), nn.BatchNorm(), nn.Dense(1)])
     net.initialize(seed=0, backend="torch")
@@ -506,25 +508,19 @@ _DDP_WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_distributed_data_parallel_trains_across_two_processes(tmp_path: Path) -> None:
     script = tmp_path / "ddp_worker.py"
     script.write_text(_DDP_WORKER, encoding="utf-8")
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(script), str(rank), port], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT) for rank in range(2)]
+    # A file rendezvous (no port to race for) on the loopback interface only, as tests/test_sharded.py.
+    store = str(tmp_path / "rendezvous")
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(script), str(rank), store], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env) for rank in range(2)]
     results = []
     try:
         for proc in procs:
             out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err[-3000:]
+            assert proc.returncode == 0, (out[-1000:], err[-3000:])
             results += [line.split() for line in out.splitlines() if line.startswith("RESULT")]
     finally:
         for proc in procs:

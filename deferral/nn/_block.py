@@ -457,6 +457,7 @@ class Block:
             convert = _input_converter(self, backend, dtype, device)
             inputs = convert(args)
             self._build(inputs, kwargs)
+            _lifecycle.checkpoint()  # Ctrl-C lands between blocks and rolls the first call back
             out = self.forward(*inputs, **kwargs)
             params = self.collect_params().values()
             if all(p.initialized for p in params):
