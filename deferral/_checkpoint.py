@@ -157,8 +157,9 @@ def load_into(net: Block, sources: Mapping[str, Source], fetch: Callable[[str], 
               allow_missing: bool = False, ignore_extra: bool = False, source: str = "the mapping",
               seeds: Mapping[str, int] | None = None,
               options: tuple[str, str] = ("allow_missing=True", "ignore_extra=True"),
-              finish: Callable[[], None] | None = None) -> None:
-    """Load ``sources`` into ``net``, all or nothing; ``fetch(name)`` returns one host array.
+              finish: Callable[[], None] | None = None, owned: bool = False) -> None:
+    """Load ``sources`` into ``net``, all or nothing; ``fetch(name)`` returns one host array
+    (``owned``: a new one each call, which the backend may keep as the storage).
 
     A deferred model is completed and materialized on the backend it is bound to (the default
     backend if it was never initialized); known dimensions and recorded dtypes must match.
@@ -173,7 +174,7 @@ def load_into(net: Block, sources: Mapping[str, Source], fetch: Callable[[str], 
         for step in steps:
             dtype = sources[step.name].dtype or ""
             intent = step.intent or step.param._default_intent(dtype, (seeds or {}).get(step.name, 0))
-            step.param._replace(fetch(step.name), step.shape, intent)
+            step.param._replace(fetch(step.name), step.shape, intent, owned=owned)
             checkpoint()  # Ctrl-C lands between entries and rolls the load back
         if finish is not None:
             finish()
@@ -206,5 +207,5 @@ def load_parameters(net: Block, path: str | os.PathLike[str], allow_missing: boo
                    for name, e in entries.items()}
         load_into(net, sources, lambda name: reader.read(entries[name]), allow_missing=allow_missing,
                   ignore_extra=ignore_extra, source=reader.where, seeds=_seeds(reader.header.metadata),
-                  finish=reader.check_unchanged)
+                  finish=reader.check_unchanged, owned=True)
         return reader.header.metadata

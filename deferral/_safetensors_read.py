@@ -14,6 +14,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from ._fill import aligned_empty
 from ._safetensors_format import Entry, Header, header_length, host_dtype, numpy_problem, parse_header
 from .errors import CheckpointError
 
@@ -115,12 +116,12 @@ class SafetensorsReader:
 
     def read(self, entry: Entry) -> np.ndarray:
         """The tensor ``entry`` as a new native-endian array (bfloat16 as uint16 bits)."""
-        import numpy as np
 
         problem = numpy_problem(entry)
         if problem is not None:
             raise CheckpointError(f"{self.where} cannot be read:\n  - {problem}")
-        raw = np.empty(entry.nbytes, dtype=np.uint8)
+        # Aligned: a backend can make it the parameter's memory as it is (TensorFlow needs that).
+        raw = aligned_empty((entry.nbytes,), "uint8")
         self._read_exactly(raw.data, self.header.data_start + entry.begin)
         array = raw.view(host_dtype(entry.dtype or "")).reshape(entry.shape)
         return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))

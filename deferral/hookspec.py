@@ -337,13 +337,21 @@ def deferral_to_numpy(value: Any) -> np.ndarray:  # type: ignore[empty-body]
 
 @hookspec(firstresult=True)
 def deferral_parameter_from_numpy(
-    array: np.ndarray, dtype: str, device: str, trainable: bool
+    array: np.ndarray, dtype: str, device: str, trainable: bool, owned: bool
 ) -> Any:
     """Create the backend's parameter object (e.g. ``torch.nn.Parameter``) holding ``array``.
 
     ``array`` is already of ``dtype`` (``uint16`` bit patterns for ``bfloat16``). Called by
-    ``Parameter.set_data`` and, unless :func:`deferral_materialize` is implemented, by
-    materialization with the full host values.
+    ``Parameter.set_data``, by loading and, unless :func:`deferral_materialize` is
+    implemented, by materialization with the full host values.
+
+    ``owned`` is True when the core hands over an array it has just made and that nothing else
+    refers to (read from a checkpoint, generated, converted by ``set_data``): a backend that
+    can should then make ``array``'s memory the storage instead of copying it, so loading
+    needs no second buffer. ``array`` is then C-contiguous, writable and, when it is the
+    reader's, aligned to ``deferral._fill.ALIGN`` bytes. When False the array may be the
+    user's: the backend must copy it. An implementation may leave the argument out (pluggy
+    passes only the arguments it names): it then always copies.
     """
 
 

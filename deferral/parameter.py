@@ -339,16 +339,17 @@ class Parameter:
 
         with np.errstate(invalid="ignore"):  # widening a signaling NaN warns; it stays a NaN
             values = array.astype(np.float64)
-        self._replace(round_to(values, intent.dtype), shape, intent)
+        self._replace(round_to(values, intent.dtype), shape, intent, owned=True)  # a new array
 
-    def _replace(self, host: Any, shape: Shape, intent: Intent) -> None:
-        """Store host values already in ``intent.dtype`` (uint16 bits for bfloat16) as the data."""
+    def _replace(self, host: Any, shape: Shape, intent: Intent, *, owned: bool = False) -> None:
+        """Store host values already in ``intent.dtype`` (uint16 bits for bfloat16) as the data;
+        ``owned``: ``host`` is new and nothing else refers to it (the backend may keep it)."""
         from . import registry
 
         backend = registry.load_backend(intent.backend)
         with transaction():
             native = _lifecycle.guarded(backend.parameter_from_numpy, host.reshape(shape), intent.dtype,
-                                        intent.device, self.trainable)
+                                        intent.device, self.trainable, owned)
             _lifecycle.swap([(self, intent, shape, native)])
 
     # -- native containers (deferral.native) ---------------------------------------------
@@ -433,7 +434,7 @@ class Parameter:
             backend = registry.load_backend(intent.backend)
             host = round_to(data[1].astype("float64"), intent.dtype)
             state["_data"] = backend.parameter_from_numpy(
-                host, intent.dtype, intent.device, state.get("trainable", True)
+                host, intent.dtype, intent.device, state.get("trainable", True), True
             )
         state["_owners"] = weakref.WeakSet()
         state["_views"] = weakref.WeakSet()

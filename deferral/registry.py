@@ -67,7 +67,7 @@ class Backend:
         self._to_native = _direct(manager, "deferral_to_native", ("value", "dtype", "device"))
         self._to_numpy = _direct(manager, "deferral_to_numpy", ("value",))
         self._from_numpy = _direct(
-            manager, "deferral_parameter_from_numpy", ("array", "dtype", "device", "trainable")
+            manager, "deferral_parameter_from_numpy", ("array", "dtype", "device", "trainable", "owned")
         )
         self._materialize = _direct(manager, "deferral_materialize", ("request",))
         self.has_native = bool(manager.hook.deferral_native.get_hookimpls())
@@ -122,8 +122,11 @@ class Backend:
     def to_numpy(self, value: Any) -> Any:
         return self._to_numpy(value)
 
-    def parameter_from_numpy(self, array: Any, dtype: str, device: str, trainable: bool) -> Any:
-        return self._from_numpy(array, dtype, device, trainable)
+    def parameter_from_numpy(self, array: Any, dtype: str, device: str, trainable: bool,
+                             owned: bool = False) -> Any:
+        """The backend's parameter holding ``array`` (see :func:`~deferral.hookspec.deferral_parameter_from_numpy`;
+        ``owned``: the array is the core's to give away)."""
+        return self._from_numpy(array, dtype, device, trainable, owned)
 
     @property
     def has_materialize_native(self) -> bool:
@@ -146,6 +149,7 @@ class Backend:
                 request.dtype,
                 request.device,
                 request.trainable,
+                True,
             )
         return out
 

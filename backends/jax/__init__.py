@@ -184,11 +184,14 @@ def deferral_to_numpy(value: Any) -> Any:
 
 
 @deferral.hookimpl
-def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool) -> Variable:
+def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool, owned: bool) -> Variable:
     """A :class:`Variable` on ``device`` holding ``array``.
 
     ``array`` should already be of ``dtype`` (``uint16`` bit patterns for ``bfloat16``); other
-    floating arrays are rounded the core's way first.
+    floating arrays are rounded the core's way first. On the CPU, JAX uses an aligned NumPy
+    array's memory as it is (``jax.device_put`` does not copy it): an array the core gives
+    away (``owned``) is used so, anything else is copied first, so that changing the caller's
+    array later cannot change the parameter.
 
     Raises:
         TypeError: for an array that is not floating.
@@ -207,6 +210,8 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
                 f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
             )
         host = round_to(host.astype(np.float64), dtype)
+    elif not owned:
+        host = host.copy()
     return Variable(_place(as_host(host, dtype), device), trainable)
 
 

@@ -84,7 +84,8 @@ def deferral_materialize(request: MaterializeRequest) -> Any:
 
 
 @deferral.hookimpl
-def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool) -> Any:
+def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool, owned: bool) -> Any:
+    """The array itself when the core gives it away (``owned``) and it is of ``dtype``, else a copy."""
     import numpy as np
 
-    return np.array(array, dtype=dtype, order="C", copy=True)
+    return np.asarray(array, dtype=dtype, order="C") if owned else np.array(array, dtype=dtype, order="C")

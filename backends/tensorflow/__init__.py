@@ -171,11 +171,13 @@ def deferral_to_numpy(value: Any) -> Any:
 
 
 @deferral.hookimpl
-def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool) -> Any:
+def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable: bool, owned: bool) -> Any:
     """A ``tf.Variable`` on ``device`` holding ``array``.
 
     ``array`` should already be of ``dtype`` (``uint16`` bit patterns for ``bfloat16``);
-    other floating arrays are rounded the core's way first.
+    other floating arrays are rounded the core's way first. An aligned array the core gives
+    away (``owned``) becomes the variable's buffer on the CPU (:func:`_adopted`); anything
+    else is copied.
 
     Raises:
         TypeError: for an array that is not floating (or ``uint16`` bits for ``bfloat16``).
@@ -194,7 +196,7 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
             )
         host = round_to(host.astype(np.float64), dtype)
     with tf.init_scope():
-        return _variable(tf.convert_to_tensor(host), dtype, device, trainable)
+        return _variable(_adopted(host) if owned else tf.convert_to_tensor(host), dtype, device, trainable)
 
 
 @deferral.hookimpl

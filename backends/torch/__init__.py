@@ -294,17 +294,18 @@ def deferral_materialize_native(native: Any, requests: dict[str, MaterializeRequ
 
 @deferral.hookimpl
 def deferral_parameter_from_numpy(
-    array: np.ndarray, dtype: str, device: str, trainable: bool
+    array: np.ndarray, dtype: str, device: str, trainable: bool, owned: bool
 ) -> torch.nn.Parameter:
-    """A ``torch.nn.Parameter`` on ``device`` holding a copy of ``array``.
+    """A ``torch.nn.Parameter`` on ``device`` holding ``array``'s values.
 
     ``array`` is of ``dtype`` (``uint16`` bit patterns for bfloat16); other floating arrays
-    are rounded to it once, the way the core rounds reference values.
+    are rounded to it once, the way the core rounds reference values. On the CPU an array the
+    core gives away (``owned``) becomes the parameter's memory; anything else is copied.
     """
     import numpy as np
 
     host = _host_tensor(np.asarray(array), dtype)
-    return _parameter(host.to(device=device, copy=True), trainable)
+    return _parameter(host.to(device=device, copy=not owned), trainable)
 
 
 def _parameter(values: torch.Tensor, trainable: bool) -> torch.nn.Parameter:

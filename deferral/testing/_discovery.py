@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from .. import registry
+from .._fill import aligned_empty
 from ..hookspec import DTYPES, BackendInfo
 from ..nn import Dense
 from ..ops import check_namespace
@@ -124,6 +125,12 @@ class DiscoveryChecks(ConformanceBase):
                 else:
                     given = values.astype(dtype)
                     expected = host_bits(given, dtype)
-                native = under_test.parameter_from_numpy(given.reshape(2, 4), dtype, device, True)
+                mine = aligned_empty((2, 4), given.dtype.name)  # a framework may use aligned memory as it is
+                mine[...] = given.reshape(2, 4)
+                native = under_test.parameter_from_numpy(mine, dtype, device, True)
+                mine[...] = 0  # the caller's array (owned=False): the parameter must not share it
                 got = host_bits(self.host(under_test, native), dtype, f"{dtype} on {device}")
                 assert_bits_equal(got, expected.reshape(2, 4), f"parameter_from_numpy {dtype} on {device}")
+                native = under_test.parameter_from_numpy(given.reshape(2, 4).copy(), dtype, device, True, True)
+                got = host_bits(self.host(under_test, native), dtype, f"{dtype} on {device}")
+                assert_bits_equal(got, expected.reshape(2, 4), f"parameter_from_numpy owned {dtype} on {device}")
