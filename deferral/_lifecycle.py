@@ -183,7 +183,7 @@ class deferred_in_windows:
 
 def _deliver(handler: Any) -> None:
     """Act on a held-back SIGINT as ``handler`` (the handler it was held back from) would."""
-    if handler is signal.SIG_IGN:
+    if handler == signal.SIG_IGN:  # _signal.signal returns the plain int, not the enum member
         return
     if callable(handler):
         handler(signal.SIGINT, None)
