@@ -50,7 +50,8 @@ def test_the_module_tree_mirrors_the_block_tree() -> None:
     assert isinstance(m, torch.nn.Module) and deferral.native(net) is m
     assert [name for name, _ in m.named_children()] == ["0", "1", "2"]
     assert m[1] is deferral.native(net[1]) and m[1].block is net[1]
-    assert [type(c).__name__ for c in m.children()] == ["DeferralModule"] * 3
+    assert [type(c).__name__ for c in m.children()] == ["DenseModule", "DeferralModule", "DenseModule"]
+    assert isinstance(m[0], torch.nn.Linear) and (m[0].in_features, m[0].out_features) == (-1, 8)
     assert "(1): BatchNorm(-1, axis=1" in repr(m)
     assert list(m.state_dict()) == ["0.weight", "0.bias", "1.gamma", "1.beta", "1.running_mean",
                                     "1.running_var", "2.weight", "2.bias"]
