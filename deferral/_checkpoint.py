@@ -28,9 +28,11 @@ from .random import SPEC_VERSION
 if TYPE_CHECKING:
     import numpy as np
 
+    from .hookspec import Collective
     from .nn._block import Block
+    from .registry import Backend
 
-__all__ = ["Source", "file_metadata", "load_into", "load_parameters", "save_parameters", "to_host"]
+__all__ = ["Source", "file_metadata", "load_into", "load_parameters", "save_parameters", "save_values", "to_host"]
 
 
 @dataclass(frozen=True)
@@ -69,25 +71,100 @@ def save_parameters(net: Block, path: str | os.PathLike[str]) -> None:
 
     Tensor names are the structural names of ``collect_params()``; the metadata records
     ``format=deferral``, the value-spec version, the deferral version, and each parameter's
-    seed and backend (as JSON strings).
+    seed and backend (as JSON strings). A model whose parameters are spread over processes
+    (sharded with FSDP2 or tensor parallelism) is saved by every process together: see
+    :func:`save_values`.
 
     Raises:
-        DeferredInitializationError: if a parameter is not materialized yet.
+        DeferredInitializationError: if a parameter is not materialized yet, or has no values
+            (the ``meta`` device).
         CheckpointError: if the file cannot be written (nothing is left behind).
     """
     from . import registry
 
     params = net.collect_params()
-    tensors: dict[str, tuple[str, np.ndarray]] = {}
     for name, param in params.items():
-        if not param.initialized:
+        if not param.initialized or param.device == "meta":
             raise DeferredInitializationError(
-                f"save_parameters: parameter {name!r} is {param.state}; run one forward pass (or "
-                "infer_shape + initialize) so every parameter exists before saving."
+                f"save_parameters: parameter {name!r} is "
+                f"{'on the meta device (no values)' if param.initialized else param.state}; "
+                f"{_WHAT_FIRST[param.initialized]} so every parameter has values before saving."
             )
-        host = registry.load_backend(param.backend or registry.get_backend()).to_numpy(param.data())
-        tensors[name] = (param.dtype, to_host(host, param.dtype))
-    write_safetensors(path, tensors, file_metadata(params))
+    backend = registry.load_backend(next(iter(params.values())).backend or registry.get_backend()) if params else None
+    save_values(path, params, {name: p.data() for name, p in params.items()}, backend)
+
+
+_WHAT_FIRST = {False: "run one forward pass (or infer_shape + initialize)",
+               True: "fill it first with deferral.materialize(net, device=...)"}
+
+
+def save_values(path: str | os.PathLike[str], params: Mapping[str, Parameter], values: Mapping[str, Any],
+                backend: Backend | None) -> None:
+    """Write ``values`` (native arrays of ``backend``, named and typed as ``params``) as a deferral file.
+
+    When the backend says some values are spread over processes
+    (:func:`~deferral.hookspec.deferral_collective`), every process must call this, with the
+    same names in the same order: each parameter in turn is gathered whole on the host (a
+    collective), written by the one writing process and dropped, so memory holds one whole
+    parameter at a time, never the model. If the writer fails, every process raises the
+    same :class:`CheckpointError`.
+    """
+    from . import registry
+
+    collective = None if backend is None else backend.collective(list(values.values()))
+    if collective is None:
+        tensors = {}
+        for name, param in params.items():
+            host = registry.load_backend(param.backend or registry.get_backend()).to_numpy(values[name])
+            tensors[name] = (param.dtype, to_host(host, param.dtype))
+        write_safetensors(path, tensors, file_metadata(params))
+        return
+    entries = {name: (p.dtype, _Whole(values[name], p.dtype, collective)) for name, p in params.items()}
+    error = None
+    if collective.writer:
+        try:
+            write_safetensors(path, entries, file_metadata(params))  # type: ignore[arg-type]
+        except CheckpointError as exc:
+            error = exc
+    for _, entry in entries.values():  # every process gathers every parameter, in file order
+        entry.gathered()
+    message = collective.agree(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise CheckpointError(f"save_parameters: the process writing {os.fspath(path)!r} failed: {message}")
+
+
+class _Whole:
+    """One parameter of a file written by several processes, gathered only when its bytes are written.
+
+    :func:`write_safetensors` reads ``shape`` and ``nbytes`` for the header, then converts the
+    entries with NumPy in file order, one at a time.
+    """
+
+    def __init__(self, value: Any, dtype: str, collective: Collective) -> None:
+        import numpy as np
+
+        from ._fill import host_dtype
+
+        self.value, self.param_dtype, self.collective = value, dtype, collective
+        self.shape = tuple(int(d) for d in value.shape)
+        self.dtype = np.dtype(host_dtype(dtype))
+        self.nbytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        self.done = False
+
+    def gathered(self) -> np.ndarray | None:
+        """The whole parameter's file bytes (a collective), once; ``None`` when already gathered."""
+        if self.done:
+            return None
+        self.done = True
+        return to_host(self.collective.whole(self.value), self.param_dtype)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        host = self.gathered()
+        if host is None:
+            raise RuntimeError("a parameter of a distributed save was gathered twice")
+        return host if dtype is None else host.astype(dtype, copy=False)
 
 
 def file_metadata(params: Mapping[str, Parameter]) -> dict[str, str]:
@@ -170,6 +247,7 @@ def load_into(net: Block, sources: Mapping[str, Source], fetch: Callable[[str], 
             model is then unchanged.
     """
     steps = _plan(net, sources, allow_missing, ignore_extra, source, options)
+    _refuse_distributed(net, steps, source)
     with transaction():
         for step in steps:
             dtype = sources[step.name].dtype or ""
@@ -178,6 +256,25 @@ def load_into(net: Block, sources: Mapping[str, Source], fetch: Callable[[str], 
             checkpoint()  # Ctrl-C lands between entries and rolls the load back
         if finish is not None:
             finish()
+
+
+def _refuse_distributed(net: Block, steps: list[_Step], source: str) -> None:
+    """Refuse to load into parameters spread over processes: each would become one whole copy."""
+    from . import registry
+
+    held = [(s.name, s.param) for s in steps if s.param._data is not None]
+    if not held:
+        return
+    collective = registry.load_backend(held[0][1].backend or registry.get_backend()).collective(
+        [p._data for _, p in held])
+    if collective is not None:
+        raise CheckpointError(
+            f"cannot load {source} into {net.describe()}: its parameters are {collective.describe} "
+            f"({held[0][0]!r} among them), and loading would replace each shard with a whole copy "
+            "of the parameter. Load the file before sharding the model (net.load_parameters(path), "
+            "then shard it), or save and load it shard by shard with "
+            f"{collective.sharded_checkpoints}. Nothing was changed."
+        )
 
 
 def _seeds(metadata: Mapping[str, str]) -> dict[str, int]:

@@ -20,12 +20,13 @@ Only :func:`deferral_backend_info`, :func:`deferral_ops`, :func:`deferral_is_nat
 :func:`deferral_to_native`, :func:`deferral_to_numpy` and :func:`deferral_parameter_from_numpy`
 are required; :func:`deferral_materialize` and :func:`deferral_canonical_device` have
 defaults in the core, and :func:`deferral_native` (the framework's own model object) and
-:func:`deferral_materialize_native` (filling it, possibly sharded) are optional. ``docs/plugins.md`` walks through a complete backend.
+:func:`deferral_materialize_native` (filling it, possibly sharded) and :func:`deferral_collective`
+(arrays spread over processes) are optional. ``docs/plugins.md`` walks through a complete backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +45,11 @@ __all__ = [
     "DTYPES",
     "PROJECT",
     "BackendInfo",
+    "Collective",
     "MaterializeRequest",
     "deferral_backend_info",
     "deferral_canonical_device",
+    "deferral_collective",
     "deferral_is_native",
     "deferral_materialize",
     "deferral_materialize_native",
@@ -265,6 +268,38 @@ class MaterializeRequest:
                    _progress.advance_elements(self.dtype))
 
 
+@dataclass(frozen=True)
+class Collective:
+    """How the processes sharing a distributed model take part in one whole-model operation.
+
+    Returned by :func:`deferral_collective` when some of a model's arrays are spread over
+    processes (torch DTensors under FSDP2 or tensor parallelism). ``save_parameters``
+    then writes one ordinary file with every process taking part, one whole parameter on the
+    host at a time; ``load_parameters`` refuses such a model, saying what to do instead.
+
+    Attributes:
+        writer: whether this process writes the file (exactly one process does).
+        whole: the whole value of one array as a host NumPy copy (``bfloat16`` as float32),
+            gathered from every process: a collective, which every process calls for the same
+            arrays in the same order.
+        agree: every process calls it once with its own error message (or ``None``); it
+            returns the first message any process gave (a collective), so all of them raise or
+            none does.
+        processes: how many processes hold the arrays (for messages).
+        describe: how the arrays are spread, for messages (``"sharded over 2 processes (torch
+            DTensors)"``).
+        sharded_checkpoints: what saves and loads checkpoints of such a model shard by shard,
+            for messages.
+    """
+
+    writer: bool
+    whole: Callable[[Any], np.ndarray]
+    agree: Callable[[str | None], str | None]
+    processes: int = 1
+    describe: str = "spread over processes"
+    sharded_checkpoints: str = "the framework's distributed checkpointing"
+
+
 @hookspec(firstresult=True)
 def deferral_backend_info() -> BackendInfo:  # type: ignore[empty-body]
     """Describe the backend. Called when the plugin is loaded; must not import the framework.
@@ -384,6 +419,25 @@ def deferral_native(block: Any) -> Any:
             from my_package._module import NativeModule
 
             return NativeModule(block)
+    """
+
+
+@hookspec(firstresult=True)
+def deferral_collective(values: list[Any]) -> Collective | None:
+    """Return how the processes holding ``values`` cooperate, when any of them is spread over
+    processes; ``None`` when every value is whole in this process.
+
+    Optional (without it every array is taken to be whole). Called once per
+    ``save_parameters`` and ``load_parameters`` call with the model's native arrays, never
+    in a forward pass; it must not communicate.
+
+    Example::
+
+        @deferral.hookimpl
+        def deferral_collective(values):
+            if not any(isinstance(v, MyShardedArray) for v in values):
+                return None
+            return Collective(writer=my_rank() == 0, whole=gather_to_host, agree=first_error)
     """
 
 

@@ -137,6 +137,10 @@ class Backend:
         """Fill the framework model ``native`` in place (see :func:`deferral.materialize`)."""
         return self._hook.deferral_materialize_native(native=native, requests=requests)
 
+    def collective(self, values: list[Any]) -> _spec.Collective | None:
+        """How processes cooperate over ``values`` when some are spread over them, else ``None``."""
+        return self._hook.deferral_collective(values=values)
+
     def native(self, block: Any) -> Any:
         """The framework's own model object for ``block`` (see :func:`deferral.native`)."""
         return self._hook.deferral_native(block=block)

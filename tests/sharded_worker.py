@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 import deferral
@@ -158,6 +158,27 @@ def check_native(world: int, kind: str, device: str, dtype: str, ref: dict[str, 
     return checked + check_identical(module, ref, f"native to_empty + reset_parameters/{dtype}/world {world}")
 
 
+def check_native_tp(world: int, kind: str, device: str, dtype: str, ref: dict[str, torch.Tensor]) -> int:
+    """``parallelize_module`` on ``deferral.native(net)`` itself (its Dense modules are
+    ``torch.nn.Linear`` modules): ``deferral.materialize`` and ``to_empty`` + ``reset_parameters()``
+    give the bits, uneven shards included; the deferral model holds the DTensors."""
+    net = model(dtype)
+    net.initialize(seed=SEED, backend="torch", dtype=dtype, device="meta")
+    module = deferral.native(net)
+    parallelize_module(module, init_device_mesh(kind, (world,)), tp_plan())
+    assert [p.placements for p in (module[0].weight, module[4].weight, module[4].bias)] == [
+        (Shard(0),), (Shard(1),), (Replicate(),)]
+    deferral.materialize(module, device=device)
+    checked = check_identical(module, ref, f"native TP/{dtype}/world {world}")
+    assert net[3].weight.data() is module.get_parameter("3.weight")
+    with torch.no_grad():
+        for tensor in module.parameters():
+            tensor.zero_()
+    module.to_empty(device=device)
+    module.reset_parameters()
+    return checked + check_identical(module, ref, f"native TP to_empty + reset_parameters/{dtype}/world {world}")
+
+
 def check_layouts(world: int, kind: str, device: str) -> int:
     """FSDP-only, TP-only and (at 4 ranks) FSDP x TP, float32 and bfloat16; returns the tensors checked."""
     layouts = ["fsdp", "tp"] + (["fsdp_tp"] if world == 4 else [])
@@ -173,6 +194,7 @@ def check_layouts(world: int, kind: str, device: str) -> int:
             deferral.materialize(module, device=device, net=net)
             checked += check_identical(module, ref, f"{layout}/{dtype}/world {world} on {device}")
         checked += check_native(world, kind, device, dtype, ref)
+        checked += check_native_tp(world, kind, device, dtype, ref)
     return checked + check_reset_idiom(world, kind, device)
 
 
@@ -189,6 +211,7 @@ def layouts_job(rank: int, world: int, store: str) -> None:
     if world == 2:
         save_for_resharding(store)
         memory_check(rank, world)
+        tp_forward_and_checkpoint(rank, world, store)
     if world == 3:
         load_resharded(store)
         save_gathered(rank, store)
@@ -244,6 +267,64 @@ def save_gathered(rank: int, store: str) -> None:
     ref = reference("float32")
     for name, values in zip(loaded.collect_params(), loaded.get_weights()):
         assert np.array_equal(values, ref[name].numpy()), name
+
+
+def tp_model() -> nn.Sequential:
+    """Embedding, Dense with an activation, Dense: even sizes, so torch's local outputs reassemble."""
+    return nn.Sequential([
+        nn.Embedding(12, 8, weight_initializer=init.Normal(1.0)),
+        nn.Dense(8, activation="relu", in_units=8, weight_initializer=init.Uniform(0.5),
+                 bias_initializer=init.Normal(0.1)),
+        nn.Dense(6, in_units=8, bias_initializer=init.Normal(0.3)),
+    ])
+
+
+def tp_forward_and_checkpoint(rank: int, world: int, store: str) -> None:
+    """TP on the native modules (the embedding row-wise, then column-wise, then row-wise Dense):
+    the forward pass computes the unsharded model's output, ``get_weights()`` and
+    ``net.save_parameters`` see the whole values (the file is byte for byte the unsharded
+    model's), ``load_parameters`` refuses the sharded model, and errors reach every rank."""
+    ref = tp_model()
+    ref.initialize(seed=SEED, backend="torch")
+    x = torch.tensor([[0, 3, 11], [7, 7, 1]])
+    want = ref(x).detach()
+    plan = {"0": RowwiseParallel(input_layouts=Replicate()), "1": ColwiseParallel(), "2": RowwiseParallel()}
+    for device in ("cpu", "meta"):
+        net = tp_model()
+        net.initialize(seed=SEED, backend="torch", device=device)
+        module = parallelize_module(deferral.native(net), init_device_mesh("cpu", (world,)), plan)
+        if device == "meta":
+            deferral.materialize(module, device="cpu")
+        assert isinstance(module[1], torch.nn.Linear) and isinstance(module[0], torch.nn.Embedding)
+        assert [p.placements for p in (module[0].weight, module[1].weight, module[2].weight)] == [
+            (Shard(0),), (Shard(0),), (Shard(1),)]
+        assert tuple(module[1].weight.to_local().shape) == (8 // world, 8)
+        got = module(x)
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-6, atol=1e-6), (got - want).abs().max()
+        assert all(torch.equal(torch.from_numpy(a), torch.from_numpy(b))
+                   for a, b in zip(net.get_weights(), ref.get_weights())), "get_weights differs"
+    sharded_path, whole_path = os.path.join(store, "tp.safetensors"), os.path.join(store, "whole.safetensors")
+    net.save_parameters(sharded_path)
+    if rank == 0:
+        ref.save_parameters(whole_path)
+    dist.barrier()
+    with open(sharded_path, "rb") as a, open(whole_path, "rb") as b:
+        assert a.read() == b.read(), "the sharded model's file differs from the unsharded model's"
+    before = [p.to_local().clone() for p in module.parameters()]
+    try:
+        net.load_parameters(sharded_path)
+    except deferral.CheckpointError as exc:
+        assert "sharded over 2 processes" in str(exc) and "dcp.load" in str(exc), exc
+    else:
+        raise AssertionError("load_parameters into a sharded model did not refuse")
+    assert all(torch.equal(a, p.to_local()) for a, p in zip(before, module.parameters()))
+    bad = os.path.join(store, "missing-directory", "x.safetensors")
+    try:
+        net.save_parameters(bad)
+    except deferral.CheckpointError as exc:
+        assert "missing-directory" in str(exc), exc  # every rank hears of rank 0's failure
+    else:
+        raise AssertionError("saving into a missing directory did not raise")
 
 
 def _vm_bytes() -> int:

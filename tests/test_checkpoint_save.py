@@ -186,3 +186,74 @@ def test_save_safetensors_refuses_other_dtypes(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="names: expected a dtype a checkpoint can hold"):
         interop.save_safetensors(tmp_path / "x.safetensors", {"names": np.array(["a", "b"])})
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a model spread over processes: the backend's Collective (faked here, in one process) ----
+class FakeCollective:
+    """Records the core's use of a backend's ``deferral_collective`` answer."""
+
+    def __init__(self, writer: bool, other_error: str | None = None) -> None:
+        self.writer, self.other_error, self.gathered, self.agreed = writer, other_error, [], []
+
+    def whole(self, value: object) -> np.ndarray:
+        self.gathered.append(value)
+        return np.asarray(value)
+
+    def agree(self, message: str | None) -> str | None:
+        self.agreed.append(message)
+        return message or self.other_error
+
+    def record(self) -> object:
+        from deferral.hookspec import Collective
+
+        return Collective(writer=self.writer, whole=self.whole, agree=self.agree, processes=2,
+                          describe="sharded over 2 processes (a test)", sharded_checkpoints="the test's own")
+
+
+def _spread(monkeypatch: pytest.MonkeyPatch, fake: FakeCollective) -> None:
+    import deferral
+
+    monkeypatch.setattr(deferral.load_backend("numpy"), "collective", lambda values: fake.record())
+
+
+def test_a_spread_model_is_gathered_in_file_order_and_written_by_the_writer_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net = model(3)
+    whole = tmp_path / "whole.safetensors"
+    net.save_parameters(whole)
+    reader, writer_ = FakeCollective(writer=False), FakeCollective(writer=True)
+    _spread(monkeypatch, reader)
+    net.save_parameters(tmp_path / "not-written.safetensors")
+    assert not (tmp_path / "not-written.safetensors").exists()
+    _spread(monkeypatch, writer_)
+    net.save_parameters(tmp_path / "written.safetensors")
+    values = [p.data() for p in net.collect_params().values()]
+    for fake in (reader, writer_):  # every process gathers every parameter once, in file order
+        assert [id(v) for v in fake.gathered] == [id(v) for v in values] and fake.agreed == [None]
+    assert (tmp_path / "written.safetensors").read_bytes() == whole.read_bytes()
+
+
+def test_a_failed_write_reaches_every_process_after_all_gathered(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    net = model(3)
+    fake = FakeCollective(writer=True)
+    _spread(monkeypatch, fake)
+    with pytest.raises(CheckpointError, match="cannot save to"):
+        net.save_parameters(tmp_path / "missing" / "x.safetensors")
+    assert len(fake.gathered) == len(net.collect_params()) and "cannot save" in fake.agreed[0]
+    other = FakeCollective(writer=False, other_error="cannot save to 'x': disk full")
+    _spread(monkeypatch, other)
+    with pytest.raises(CheckpointError, match=r"the process writing .* failed: cannot save to 'x': disk full"):
+        net.save_parameters(tmp_path / "x.safetensors")
+
+
+def test_loading_into_a_spread_model_is_refused_and_changes_nothing(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    net = model(3)
+    path = tmp_path / "m.safetensors"
+    model(4).save_parameters(path)
+    before = weights(net)
+    _spread(monkeypatch, FakeCollective(writer=True))
+    with pytest.raises(CheckpointError, match=r"sharded over 2 processes \(a test\).*the test's own\. Nothing"):
+        net.load_parameters(path)
+    assert weights(net) == before

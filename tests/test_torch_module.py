@@ -50,7 +50,8 @@ def test_the_module_tree_mirrors_the_block_tree() -> None:
     assert isinstance(m, torch.nn.Module) and deferral.native(net) is m
     assert [name for name, _ in m.named_children()] == ["0", "1", "2"]
     assert m[1] is deferral.native(net[1]) and m[1].block is net[1]
-    assert [type(c).__name__ for c in m.children()] == ["DeferralModule"] * 3
+    assert [type(c).__name__ for c in m.children()] == ["DenseModule", "DeferralModule", "DenseModule"]
+    assert isinstance(m[0], torch.nn.Linear) and (m[0].in_features, m[0].out_features) == (-1, 8)
     assert "(1): BatchNorm(-1, axis=1" in repr(m)
     assert list(m.state_dict()) == ["0.weight", "0.bias", "1.gamma", "1.beta", "1.running_mean",
                                     "1.running_var", "2.weight", "2.bias"]
@@ -528,3 +529,31 @@ def test_distributed_data_parallel_trains_across_two_processes(tmp_path: Path) -
                 proc.kill()
                 proc.communicate()
     assert sorted(results) == [["RESULT", "0", "True", "True", "True"], ["RESULT", "1", "True", "True", "True"]]
+
+
+def test_dense_and_embedding_modules_are_torchs_linear_and_embedding() -> None:
+    net = nn.Sequential([nn.Embedding(10, 4), nn.Dense(6, in_units=4), nn.Dense(3, use_bias=False, in_units=6)])
+    net.initialize(seed=0, backend="torch")
+    m = deferral.native(net)
+    assert isinstance(m[0], torch.nn.Embedding) and (m[0].num_embeddings, m[0].embedding_dim) == (10, 4)
+    assert isinstance(m[1], torch.nn.Linear) and (m[1].in_features, m[1].out_features) == (4, 6)
+    assert m[2].bias is None and [n for n, _ in m[2].named_parameters()] == ["weight"]
+    x = torch.tensor([[1, 9], [0, 3]])
+    hidden = torch.nn.functional.embedding(x, m[0].weight)
+    want = torch.nn.functional.linear(torch.nn.functional.linear(hidden, m[1].weight, m[1].bias), m[2].weight)
+    assert torch.equal(m(x), want)  # torch's own layouts: (out, in) and (num_embeddings, dim)
+    assert list(m.state_dict()) == ["0.weight", "1.weight", "1.bias", "2.weight"]
+    assert "(1): Dense(4 -> 6, linear)" in repr(m)
+
+
+def test_the_sequential_module_calls_its_child_modules_so_their_hooks_run() -> None:
+    net, m = native()
+    seen: list[str] = []
+    for name in ("0", "1", "2"):
+        m.get_submodule(name).register_forward_pre_hook(lambda mod, args, name=name: seen.append(name))
+    out = m(X)  # the lazy model's first call is deferral's, all or nothing: no hooks
+    assert seen == [] and not m.has_uninitialized_params()
+    again = m(X)
+    assert seen == ["0", "1", "2"] and torch.equal(out, again) and torch.equal(again, net(X))
+    m[1].register_forward_hook(lambda mod, args, out: out * 0)
+    assert torch.equal(m(X), m[2](torch.zeros(4, 8)))  # a hook's output goes on, as in torch.nn.Sequential

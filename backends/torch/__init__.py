@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import deferral
 from deferral._fill import aligned_empty, host_dtype
-from deferral.hookspec import BackendInfo, MaterializeRequest
+from deferral.hookspec import BackendInfo, Collective, MaterializeRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,6 +31,7 @@ __all__ = [
     "NATIVE_ENV",
     "deferral_backend_info",
     "deferral_canonical_device",
+    "deferral_collective",
     "deferral_is_native",
     "deferral_materialize",
     "deferral_materialize_native",
@@ -337,13 +338,30 @@ def deferral_to_native(value: Any, dtype: str | None, device: str) -> torch.Tens
 
 
 @deferral.hookimpl
+def deferral_collective(values: list[Any]) -> Collective | None:
+    """For DTensors (FSDP2, tensor parallelism): the ranks of the default process group save
+    together, rank 0 writing (``deferral_torch._distributed.collective``)."""
+    from ._distributed import collective
+
+    return collective(values)
+
+
+@deferral.hookimpl
 def deferral_to_numpy(value: Any) -> np.ndarray:
-    """A detached host NumPy copy of a tensor or parameter; bfloat16 becomes float32."""
+    """A detached host NumPy copy of a tensor or parameter; bfloat16 becomes float32.
+
+    A DTensor (a parameter sharded with FSDP2 or tensor parallelism) is made whole first
+    with ``full_tensor()``: a collective, so every rank of its mesh must ask for it (as
+    ``net.get_weights()`` on every rank does), in the same order.
+    """
     import numpy as np
     import torch
 
     if not isinstance(value, torch.Tensor):
         return np.array(value, copy=True)
+    tensor_module = sys.modules.get("torch.distributed.tensor")
+    if tensor_module is not None and isinstance(value, tensor_module.DTensor):
+        value = value.full_tensor()
     if value.is_meta:
         raise deferral.DeferredInitializationError(
             f"a tensor of shape {tuple(value.shape)} is on the meta device: it has no values. "

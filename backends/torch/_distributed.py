@@ -12,6 +12,7 @@ generates exactly its elements, on the local tensor's device. Nothing is broadca
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,13 @@ import torch
 
 from deferral._regions import Layout, Region, region
 from deferral.errors import MaterializeError
+from deferral.hookspec import Collective
 
 if TYPE_CHECKING:
     from deferral.hookspec import MaterializeRequest
 
-__all__ = ["fill_module", "fill_parameter", "layouts", "materialize_module", "region_of", "reset_module",
-           "save_parameters"]
+__all__ = ["collective", "fill_module", "fill_parameter", "layouts", "materialize_module", "region_of",
+           "reset_module", "save_parameters"]
 
 
 def _dtensor_type() -> Any:
@@ -194,58 +196,60 @@ def materialize_module(module: torch.nn.Module, requests: Mapping[str, Materiali
     return fill_module(module, requests)
 
 
-class _Gathered:
-    """One parameter of a file being written, gathered (a collective) only when its bytes are.
+def collective(values: list[Any]) -> Collective | None:
+    """How the ranks cooperate over ``values`` when one is a DTensor (see ``deferral_collective``).
 
-    ``write_safetensors`` reads ``shape`` and ``nbytes`` for the header, then converts each
-    value with NumPy in file order, one at a time: so the file is written with one whole
-    parameter in memory at a time.
+    Every rank of the default process group takes part: rank 0 writes, each parameter is made
+    whole with ``full_tensor()`` in turn, and errors are shared with ``all_gather_object``.
+    Nothing is communicated here.
     """
+    tensor_module = sys.modules.get("torch.distributed.tensor")  # no DTensor exists before it is imported
+    if tensor_module is None or not any(isinstance(v, tensor_module.DTensor) for v in values):
+        return None
+    import torch.distributed as dist
 
-    def __init__(self, tensor: torch.Tensor, dtype: str) -> None:
-        import numpy as np
+    world = dist.get_world_size()
+    return Collective(
+        writer=dist.get_rank() == 0, whole=_whole, agree=_agree, processes=world,
+        describe=f"sharded over {world} processes (torch DTensors: FSDP2 or tensor parallelism)",
+        sharded_checkpoints="torch.distributed.checkpoint (dcp.save / dcp.load of "
+                            "deferral.native(net).state_dict(), which reshards to any world size)",
+    )
 
-        from deferral._fill import host_dtype
 
-        self.tensor, self.param_dtype = tensor, dtype
-        self.shape = tuple(tensor.shape)
-        self.dtype = np.dtype(host_dtype(dtype))
-        self.nbytes = self.dtype.itemsize * tensor.numel()
+def _whole(value: torch.Tensor) -> Any:
+    """The whole tensor as a host NumPy copy (``full_tensor()`` of a DTensor: a collective)."""
+    from . import deferral_to_numpy
 
-    def gather(self) -> torch.Tensor:
-        """The whole parameter on the CPU (every rank must call it, in the same order)."""
-        dtensor = _dtensor_type()
-        whole = self.tensor.full_tensor() if dtensor is not None and isinstance(self.tensor, dtensor) else self.tensor
-        whole = whole.detach().to("cpu")
-        return whole.float() if whole.dtype == torch.bfloat16 else whole
+    return deferral_to_numpy(value)
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
-        from deferral._checkpoint import to_host
 
-        host = to_host(self.gather().numpy(), self.param_dtype)
-        return host if dtype is None else host.astype(dtype, copy=False)
+def _agree(message: str | None) -> str | None:
+    """The first error message any rank has (a collective), or ``None``."""
+    import torch.distributed as dist
+
+    messages: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, message)
+    return next((m for m in messages if m is not None), None)
 
 
 def save_parameters(module: torch.nn.Module, path: str, *, net: Any) -> None:
-    """Write a sharded module's parameters as one ordinary deferral file (``net.save_parameters``'s format).
+    """Write the parameters a (sharded) module holds as one ordinary deferral file.
 
-    Every rank calls it; each parameter is gathered in turn (a collective) and rank 0 writes it
-    with the library's own writer (``deferral._safetensors_write``: atomic, streamed), so one
-    parameter is whole at a time, never the model. The file loads with ``load_parameters``
-    into an unsharded model, bit for bit.
+    For a module that mirrors ``net`` without sharing its tensors (not ``deferral.native``'s
+    own: for that one, ``net.save_parameters(path)`` does the same). Every rank calls it;
+    each parameter is gathered in turn (a collective) and rank 0 writes it with the library's
+    own writer (atomic, streamed): one parameter is whole at a time, never the model. The
+    file loads with ``load_parameters`` into an unsharded model, bit for bit.
 
     Raises:
         MaterializeError: when the module's names are not the model's paths.
+        deferral.CheckpointError: on every rank, when the file cannot be written.
     """
-    from deferral._checkpoint import file_metadata
-    from deferral._safetensors_write import write_safetensors
+    import deferral
+    from deferral._checkpoint import save_values
 
     params = dict(net.collect_params())
     _check_names(module, params)
     tensors = _named_tensors(module)
-    entries = {name: (p.dtype, _Gathered(tensors[name], p.dtype)) for name, p in params.items()}
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        write_safetensors(path, entries, file_metadata(params))  # type: ignore[arg-type]
-    else:
-        for _, entry in entries.values():
-            entry.gather()
+    save_values(path, params, {name: tensors[name] for name in params}, deferral.load_backend("torch"))

@@ -33,9 +33,10 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_l
 
 from deferral import Parameter, _lifecycle, ops
 from deferral.errors import DeferralError
-from deferral.nn import Block, Sequential
+from deferral.nn import Block, Dense, Embedding, Sequential
 
-__all__ = ["BackendMismatchError", "DeferralModule", "SequentialModule", "StateDictError", "native_module"]
+__all__ = ["BackendMismatchError", "DeferralModule", "DenseModule", "EmbeddingModule", "SequentialModule",
+           "StateDictError", "native_module"]
 
 
 class StateDictError(DeferralError, RuntimeError):
@@ -140,7 +141,9 @@ class DeferralModule(torch.nn.Module):
     _deferral_params: dict[str, Parameter]
 
     def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
-        super().__init__()
+        # torch.nn.Module's own: a subclass that is also a torch.nn.Linear (DenseModule) has
+        # no values to give Linear.__init__, and needs none (its tensors are the block's).
+        torch.nn.Module.__init__(self)
         object.__setattr__(self, "_deferral_block", block)
         object.__setattr__(self, "_deferral_params", dict(block._params.items()))
         for name, child in children.items():
@@ -276,7 +279,24 @@ class DeferralModule(torch.nn.Module):
 
 class SequentialModule(DeferralModule):
     """The module of a :class:`deferral.nn.Sequential`: also ``len``, iteration and indexing,
-    as ``torch.nn.Sequential`` (a slice is a ``torch.nn.Sequential`` of the same modules)."""
+    as ``torch.nn.Sequential`` (a slice is a ``torch.nn.Sequential`` of the same modules).
+
+    Its forward pass calls its child *modules* in turn, as ``torch.nn.Sequential`` does, so
+    the hooks torch's tools put on them run: FSDP2's gathering of a ``fully_shard``-ed
+    layer's parameters, tensor parallelism's input and output redistribution. Only while a
+    parameter has no values yet is the call deferral's first call of the whole block, which
+    materializes every layer all or nothing.
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Each child module on the previous one's output (the first call of a lazy model: the block's)."""
+        block = self._deferral_block
+        if (block._state is None and self.has_uninitialized_params()) or len(args) != 1 or kwargs:
+            return super().forward(*args, **kwargs)
+        x = args[0]
+        for module in self._modules.values():
+            x = module(x)
+        return x
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -289,6 +309,69 @@ class SequentialModule(DeferralModule):
         if isinstance(index, slice):
             return torch.nn.Sequential(*modules[index])
         return modules[index]
+
+
+class DenseModule(DeferralModule, torch.nn.Linear):
+    """The module of a :class:`deferral.nn.Dense`: also a ``torch.nn.Linear``.
+
+    Its ``weight`` has ``torch.nn.Linear``'s layout, ``(out_features, in_features)`` (deferral's
+    ``(units, in_units)``), and its ``bias`` is ``None`` without one, so tools that recognise
+    a linear layer by its class work on it unchanged: tensor parallelism's
+    ``ColwiseParallel``/``RowwiseParallel`` (``parallelize_module``), quantization and adapter
+    libraries. Everything else is :class:`DeferralModule`'s: the forward pass is the block's
+    (the activation, if any, applied after the linear map), and the tensors are the block's own.
+    """
+
+    def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
+        super().__init__(block, children)
+        if "bias" not in self._deferral_params:
+            dict.__setitem__(self._parameters, "bias", None)  # as torch.nn.Linear(bias=False)
+
+    @property
+    def in_features(self) -> int:
+        """The input size (``-1`` while it is not known)."""
+        return int(self._deferral_params["weight"].shape[1])
+
+    @property
+    def out_features(self) -> int:
+        """The output size (the layer's ``units``)."""
+        return int(self._deferral_params["weight"].shape[0])
+
+
+class EmbeddingModule(DeferralModule, torch.nn.Embedding):
+    """The module of a :class:`deferral.nn.Embedding`: also a ``torch.nn.Embedding``.
+
+    Its ``weight`` has ``torch.nn.Embedding``'s layout, ``(num_embeddings, embedding_dim)``
+    (deferral's ``(input_dim, output_dim)``), so ``ColwiseParallel``/``RowwiseParallel`` shard it;
+    the lookup is the block's (``F.embedding``, with deferral's index checks). torch's options
+    it has no counterpart for are shown at their defaults (no ``padding_idx`` or ``max_norm``).
+    """
+
+    padding_idx = None
+    max_norm = None
+    norm_type = 2.0
+    scale_grad_by_freq = False
+    sparse = False
+
+    @property
+    def num_embeddings(self) -> int:
+        """The vocabulary size (the layer's ``input_dim``)."""
+        return int(self._deferral_params["weight"].shape[0])
+
+    @property
+    def embedding_dim(self) -> int:
+        """The size of each vector (the layer's ``output_dim``)."""
+        return int(self._deferral_params["weight"].shape[1])
+
+
+#: The module class of each block class that has its own (looked up along the block's MRO).
+_KINDS: dict[type[Block], type[DeferralModule]] = {
+    Sequential: SequentialModule, Dense: DenseModule, Embedding: EmbeddingModule,
+}
+
+
+def _kind(block: Block) -> type[DeferralModule]:
+    return next((_KINDS[c] for c in type(block).__mro__ if c in _KINDS), DeferralModule)
 
 
 @torch.compiler.disable
@@ -328,8 +411,7 @@ def native_module(block: Block) -> DeferralModule:
     def build(b: Block) -> DeferralModule:
         if id(b) not in made:
             children = {name: build(child) for name, child in b.children()}
-            kind = SequentialModule if isinstance(b, Sequential) else DeferralModule
-            made[id(b)] = kind(b, children)
+            made[id(b)] = _kind(b)(b, children)
         return made[id(b)]
 
     _meet_tensor_types()

@@ -337,6 +337,9 @@ class Block:
     def get_weights(self) -> list[Any]:
         """Host NumPy copies of every parameter, in ``collect_params()`` order.
 
+        A parameter sharded over processes (FSDP2, tensor parallelism) is gathered whole by its
+        backend: a collective, so every process must call ``get_weights()`` then.
+
         Raises:
             DeferredInitializationError: before the parameters are materialized.
         """
