@@ -106,7 +106,11 @@ def test_deferral_replacing_values_is_seen_by_the_module() -> None:
     m(X)
     old = m[0].weight
     net.initialize(force_reinit=True, seed=5, backend="torch")
-    assert m[0].weight is net[0].weight.data() and m[0].weight is not old
+    # The new values are written into the tensors the module (and any optimizer) holds.
+    assert m[0].weight is net[0].weight.data() and m[0].weight is old
+    fresh, _ = native(seed=5)
+    fresh(X)
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), fresh.get_weights()))
     net[2].bias.set_data(np.ones(3, dtype="float32"))
     assert torch.equal(m[2].bias, torch.ones(3))
     path = Path(__file__).parent / "_native_ckpt_tmp.safetensors"
