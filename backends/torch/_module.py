@@ -146,11 +146,15 @@ class DeferralModule(torch.nn.Module):
     _deferral_block: Block
     # Own parameter name -> the deferral Parameter registered under it.
     _deferral_params: dict[str, Parameter]
+    # The block's call state when a call through this module last found the model on torch:
+    # another one (a call on another backend made it) sends the next call through the check.
+    _deferral_seen: Any
 
     def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
         super().__init__()
         object.__setattr__(self, "_deferral_block", block)
         object.__setattr__(self, "_deferral_params", dict(block._params.items()))
+        object.__setattr__(self, "_deferral_seen", None)
         for name, child in children.items():
             self._modules[name] = child
         self._link()
@@ -267,8 +271,8 @@ class DeferralModule(torch.nn.Module):
         so hooks registered on any module of the tree fire, as in a ``torch.nn`` model.
         """
         block = self._deferral_block
-        if block._state is None:
-            return _first_call(block, args, kwargs)
+        if block._state is None or block._state is not self._deferral_seen:
+            return _first_call(self, args, kwargs)
         return native_call(block, args, kwargs)
 
     # -- deferred parameters -------------------------------------------------------------
@@ -299,6 +303,7 @@ class DeferralModule(torch.nn.Module):
     # -- copies ----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
+        state["_deferral_seen"] = None  # a call state is never copied (the block's is not either)
         # The block carries the values (deferral's Parameter pickles them); the registered
         # tensors are found again from it.
         for slots in ("_parameters", "_buffers"):
@@ -309,6 +314,7 @@ class DeferralModule(torch.nn.Module):
         super().__setstate__(state)
         block = self._deferral_block
         object.__setattr__(self, "_deferral_params", {})
+        object.__setattr__(self, "_deferral_seen", None)
         if block._native is None:
             attach(block, self, "torch")
         route_calls(block, self)
@@ -340,12 +346,14 @@ class SequentialModule(DeferralModule):
 
 
 @torch.compiler.disable
-def _first_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A call that may materialize: deferral's own slow path, never traced by a compiler.
+def _first_call(module: DeferralModule, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A call that may materialize, or the first since the block's call state changed:
+    deferral's own slow path after checking the model is still on torch, never traced.
 
     Raises:
         BackendMismatchError: if the block's parameters were bound to another backend since.
     """
+    block = module._deferral_block
     elsewhere = {p.path: p.backend for p in block.collect_params().values() if p.backend not in (None, "torch")}
     if elsewhere:
         path, backend = next(iter(elsewhere.items()))
@@ -355,7 +363,9 @@ def _first_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             f"moved). Initialize the model on torch again (net.initialize(backend='torch', "
             f"force_reinit=True)), or use the model itself on {backend!r}."
         )
-    return native_call(block, args, kwargs)
+    out = native_call(block, args, kwargs)
+    object.__setattr__(module, "_deferral_seen", block._state)
+    return out
 
 
 def _meet_tensor_types() -> None:
