@@ -248,8 +248,9 @@ def test_child_hooks_fire_on_the_first_call_and_under_torch_compile() -> None:
 
 
 def test_parametrize_is_refused_and_the_module_is_unchanged() -> None:
-    from deferral_torch._module import ModuleChangeError
     from torch.nn.utils import parametrize
+
+    from deferral_torch._module import ModuleChangeError
 
     class Double(torch.nn.Module):
         def forward(self, w: torch.Tensor) -> torch.Tensor:
