@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .nn import Block
     from .registry import Backend
 
-__all__ = ["build", "native"]
+__all__ = ["attach", "build", "native"]
 
 
 def native(block: Block) -> Any:
@@ -23,7 +23,10 @@ def native(block: Block) -> Any:
     ``keras.Model``, on JAX a ``flax.nnx.Module`` (with Flax installed; every parameter must be
     materialized), on NumPy the block itself. Deferred parameters stay deferred: the first
     call (or loading a state) completes them, exactly as ``block(x)`` would. Calling it again
-    returns the same object.
+    returns the same object while the model stays bound to the same backend; after
+    ``initialize(backend=other, force_reinit=True)`` it makes the other backend's object.
+    Children and parameters added to the model later appear in the object (torch), or make
+    the next call of the old object raise and ``deferral.native`` make a new one (Keras).
 
     Raises:
         DeferredInitializationError: if ``block`` was never initialized (no backend is bound).
@@ -38,20 +41,28 @@ def native(block: Block) -> Any:
         >>> deferral.native(net) is net
         True
     """
-    found = block._native
-    if found is not None:
-        return found
     backend = _bound_backend(block)
+    found = block._native
+    if found is not None and block._native_backend == backend.name:
+        return found
     if not backend.has_native:
         raise NotImplementedError(
             f"deferral.native: backend {backend.name!r} (which {block.describe()} is bound to) has no "
             "native container. Use the block itself, or initialize it on a backend that has one "
             "(torch, tensorflow, jax, numpy)."
         )
-    with LOCK:
-        if block._native is None:
-            object.__setattr__(block, "_native", backend.native(block))
+    with LOCK:  # made once, by whichever thread comes first
+        if block._native is found or block._native_backend != backend.name:
+            attach(block, backend.native(block), backend.name)
     return block._native
+
+
+def attach(block: Block, container: Any, backend: str) -> None:
+    """Record ``container`` as ``block``'s native object for ``backend`` (what :func:`native`
+    returns while the block stays bound to it). A backend whose container mirrors the block
+    tree attaches each descendant's part too, so ``deferral.native(net[0])`` is that part."""
+    object.__setattr__(block, "_native", container)
+    object.__setattr__(block, "_native_backend", backend)
 
 
 def _bound_backend(block: Block) -> Backend:

@@ -346,6 +346,7 @@ def test_backend_info() -> None:
     assert info == deferral.hookspec.BackendInfo(
         name="torch", requires=("torch",), install='pip install "deferral[torch]"',
         dtypes=("float16", "bfloat16", "float32", "float64"), default_device="cpu", supports_cuda=True,
+        keeps_storage=True,
     )
 
 

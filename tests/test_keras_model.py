@@ -425,3 +425,37 @@ def test_a_new_dtype_gives_new_variables_and_a_new_keras_model() -> None:
     out = again(X)
     assert out.dtype == tf.float64
     assert all(w.value is p.data() for w, p in zip(again.weights, net.collect_params().values()))
+
+
+def test_a_structure_change_makes_the_old_keras_model_refuse_and_native_make_a_new_one() -> None:
+    net = bound(mlp())
+    model = deferral.native(net)
+    y = RNG.uniform(size=(64, 1)).astype("float32")
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(X, y, epochs=1, verbose=0)
+    extra = bound(nn.Dense(1), seed=1)
+    net.add(extra)
+    for call in (lambda: model(X), lambda: model.fit(X, y, epochs=1, verbose=0),
+                 lambda: model.predict(X, verbose=0)):
+        with pytest.raises(DeferralError, match=r"deferral\.native"):
+            call()
+    fresh = deferral.native(net)
+    assert fresh is not model
+    fresh.compile(optimizer="sgd", loss="mse")
+    net(X)  # materializes the added block
+    before = extra.get_weights()[0].copy()
+    fresh.fit(X, y, epochs=1, verbose=0)
+    assert not np.array_equal(before, extra.get_weights()[0])  # Keras trains the added block
+    assert len(fresh.weights) == len(net.collect_params())
+
+
+def test_native_follows_a_change_of_backend_on_keras() -> None:
+    net = bound(mlp())
+    model = deferral.native(net)
+    model(X)
+    net.initialize(seed=0, backend="numpy", force_reinit=True)
+    assert deferral.native(net) is net
+    net.initialize(seed=0, backend="tensorflow", force_reinit=True)
+    again = deferral.native(net)
+    assert again is not net and again is not model
+    np.testing.assert_array_equal(again(X).numpy(), net(X).numpy())

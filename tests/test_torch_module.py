@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,7 +108,11 @@ def test_deferral_replacing_values_is_seen_by_the_module() -> None:
     m(X)
     old = m[0].weight
     net.initialize(force_reinit=True, seed=5, backend="torch")
-    assert m[0].weight is net[0].weight.data() and m[0].weight is not old
+    # The new values are written into the tensors the module (and any optimizer) holds.
+    assert m[0].weight is net[0].weight.data() and m[0].weight is old
+    fresh, _ = native(seed=5)
+    fresh(X)
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), fresh.get_weights()))
     net[2].bias.set_data(np.ones(3, dtype="float32"))
     assert torch.equal(m[2].bias, torch.ones(3))
     path = Path(__file__).parent / "_native_ckpt_tmp.safetensors"
@@ -182,6 +187,157 @@ def test_forward_hooks_fire() -> None:
     assert seen == [("pre", X.shape)] and torch.equal(y, net(X) * 2)
     handle.remove()
     assert torch.equal(m(X), net(X))
+
+
+def test_hooks_on_child_modules_fire_in_order_with_the_actual_tensors() -> None:
+    net, m = native()
+    m.train()  # BatchNorm on batch statistics: its input and output differ
+    seen: list[tuple[str, Any]] = []
+    for name, mod in [("root", m), ("0", m[0]), ("1", m[1]), ("2", m[2])]:
+        mod.register_forward_pre_hook(lambda mod, args, name=name: seen.append((name + " pre", args[0])))
+        mod.register_forward_hook(lambda mod, args, out, name=name: seen.append((name + " out", out)))
+    y = m(X)
+    assert [n for n, _ in seen] == ["root pre", "0 pre", "0 out", "1 pre", "1 out", "2 pre", "2 out", "root out"]
+    values = dict(seen)
+    assert values["root pre"] is X and values["0 pre"] is X
+    hidden = torch.relu(X @ net[0].weight.data().T + net[0].bias.data())
+    assert torch.allclose(values["0 out"], hidden) and values["1 pre"] is values["0 out"]
+    assert values["2 pre"] is values["1 out"] and values["2 out"] is y and values["root out"] is y
+    seen.clear()
+    net(X)  # the deferral model's own call runs no torch hooks
+    assert seen == []
+
+
+def test_a_child_forward_hook_changes_what_the_parent_computes() -> None:
+    net, m = native(chapter_mlp)
+    m(X[:, :4])
+    m[0].register_forward_hook(lambda mod, args, out: torch.zeros_like(out))
+    # Layer 1 then sees zeros: the output is its bias, broadcast.
+    assert torch.equal(m(X[:, :4]), net[1].bias.data().expand(4, 10))
+
+
+def test_full_backward_hooks_on_children_get_the_gradients() -> None:
+    net, m = native(chapter_mlp)
+    got: dict[str, Any] = {}
+    def before(mod: Any, grad_out: Any) -> None:
+        got["pre"] = grad_out[0]
+
+    def after(mod: Any, grad_in: Any, grad_out: Any) -> None:
+        got["in"] = grad_in[0]
+
+    m[1].register_full_backward_pre_hook(before)
+    m[1].register_full_backward_hook(after)
+    x = torch.randn(3, 7)
+    m(x).sum().backward()
+    assert torch.equal(got["pre"], torch.ones(3, 10))
+    assert torch.allclose(got["in"], torch.ones(3, 10) @ net[1].weight.data())
+
+
+def test_child_hooks_fire_on_the_first_call_and_under_torch_compile() -> None:
+    net, m = native(chapter_mlp)
+    inputs: list[Any] = []
+    m[1].register_forward_pre_hook(lambda mod, args: inputs.append(args[0]))
+    x = torch.randn(2, 20)
+    first = m(x)  # materializes
+    assert len(inputs) == 1 and inputs[0].shape == (2, 256)
+    inputs.clear()  # (dynamo would inspect the autograd tensor the list holds)
+    assert torch._dynamo.explain(m)(x).graph_break_count == 0
+    inputs.clear()
+    compiled = torch.compile(m)
+    assert torch.allclose(compiled(x), first, atol=1e-5, rtol=0)
+    assert len(inputs) == 1 and torch.allclose(inputs[0], torch.relu(x @ net[0].weight.data().T + net[0].bias.data()))
+
+
+def test_parametrize_is_refused_and_the_module_is_unchanged() -> None:
+    from torch.nn.utils import parametrize
+
+    from deferral_torch._module import ModuleChangeError
+
+    class Double(torch.nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * 2
+
+    net, m = native(chapter_mlp)
+    m(X[:, :3])
+    weight = m[0].weight
+    with pytest.raises(ModuleChangeError, match="parametrize") as info:
+        parametrize.register_parametrization(m[0], "weight", Double())
+    assert isinstance(info.value, AttributeError) and "'0.weight'" in str(info.value)
+    assert m[0].weight is weight is net[0].weight.data() and torch.equal(m(X[:, :3]), net(X[:, :3]))
+
+
+def test_blocks_added_after_native_get_modules_that_compute_and_train() -> None:
+    net, m = native(chapter_mlp)
+    m(X)
+    extra = nn.Dense(2)
+    extra.initialize(seed=3, backend="torch")
+    net.add(extra)
+    assert m[2] is deferral.native(extra) and len(m) == 3
+    seen: list[Any] = []
+    m[2].register_forward_hook(lambda mod, args, out: seen.append(out))
+    y = m(X)
+    assert y.shape == (4, 2) and seen[0] is y and torch.equal(y, net(X))
+    assert list(m.state_dict())[-2:] == ["2.weight", "2.bias"]
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)  # built after: holds the new parameters
+    before = extra.weight.data().detach().clone()
+    m(X).sum().backward()
+    opt.step()
+    assert not torch.equal(before, extra.weight.data())
+
+
+def test_children_and_parameters_replaced_or_removed_are_followed() -> None:
+    class Net(nn.Block):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Dense(4, in_units=5)
+            self.head = nn.Dense(2, in_units=4)
+
+        def forward(self, x: Any) -> Any:
+            out = self.head(self.body(x))
+            return out if "scale" not in self._params else out * self.scale.data()
+
+    net, m = native(Net)
+    new_head = nn.Dense(3, in_units=4)
+    new_head.initialize(seed=1, backend="torch")
+    net.head = new_head
+    assert m.head is deferral.native(new_head) and m(X).shape == (4, 3)
+    scale = deferral.Parameter("scale", (3,), init="ones")
+    deferral.parameter.ParameterDict({"scale": scale}).initialize(seed=0, backend="torch")
+    net.register_parameter("scale", scale)
+    assert m.scale is scale.data() and "scale" in dict(m.named_parameters())
+    del net.scale
+    assert "scale" not in dict(m.named_parameters()) and torch.equal(m(X), net(X))
+
+
+def test_an_optimizer_keeps_training_the_model_after_force_reinit() -> None:
+    net, m = native(chapter_mlp)
+    m(X)
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    net.initialize(seed=7, backend="torch", force_reinit=True)
+    fresh, _ = native(chapter_mlp, seed=7)
+    fresh(X)
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), fresh.get_weights()))
+    before = m(X).detach()
+    m(X).square().sum().backward()
+    opt.step()
+    after = m(X).detach()
+    assert not torch.equal(before, after) and torch.equal(after, net(X))
+    assert not np.array_equal(net.get_weights()[0], fresh.get_weights()[0])
+
+
+def test_native_follows_a_change_of_backend() -> None:
+    net, m = native(chapter_mlp)
+    m(X)
+    net.initialize(seed=0, backend="numpy", force_reinit=True)
+    assert deferral.native(net) is net and deferral.native(net[0]) is net[0]
+    x = X.numpy()
+    assert net(x).shape == (4, 10)  # the NumPy model is not routed through torch modules
+    with pytest.raises(BackendMismatchError, match="numpy"):
+        m(X)
+    net.initialize(seed=0, backend="torch", force_reinit=True)
+    again = deferral.native(net)
+    assert isinstance(again, DeferralModule) and again[0] is deferral.native(net[0])
+    assert torch.equal(again(X), net(X))
 
 
 def test_copies_pickles_and_torch_save_round_trip() -> None:

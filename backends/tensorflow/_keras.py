@@ -24,7 +24,7 @@ import keras
 
 from deferral import _native
 from deferral.errors import DeferralError
-from deferral.nn import Block
+from deferral.nn import Block, _block
 from deferral.nn._block import training_mode
 from deferral.parameter import Parameter
 
@@ -89,6 +89,9 @@ class _Mirror:
     _deferral_variables: _Variables
     _deferral_children: list[_BlockLayer]
     _deferral_weights: list[keras.Variable]
+    # The core's count of structural changes when the tree was last seen to fit the blocks.
+    _deferral_structure: int
+    _deferral_layout: tuple[tuple[int, ...], tuple[int, ...]]
     built: bool  # Keras' flag (set by the Keras class this is mixed into)
 
     def _mirror(self, block: Block, variables: _Variables) -> None:
@@ -98,6 +101,8 @@ class _Mirror:
         # trains them, and TensorFlow's object graph (checkpoints, SavedModel) finds them.
         self._deferral_weights = []
         self._deferral_children = [_layer(child, name, variables) for name, child in block.children()]
+        self._deferral_structure = _block.structure_version
+        self._deferral_layout = _layout(block)
 
     @property
     def layers(self) -> list[keras.layers.Layer]:
@@ -161,8 +166,29 @@ class _Mirror:
             "the same dtype, device and shape writes into the existing variables instead)."
         )
 
+    def _check_structure(self) -> None:
+        """Refuse to run once a block of the tree got, lost or replaced a child or parameter
+        (Keras tracks the layers and weights it was made with; a new model must be made).
+
+        Compared only after the core counted a structural change somewhere (one integer test).
+        """
+        if _block.structure_version == self._deferral_structure:
+            return
+        changed = [m._deferral_block for m in self._mirrors() if _layout(m._deferral_block) != m._deferral_layout]
+        if not changed:
+            self._deferral_structure = _block.structure_version
+            return
+        object.__setattr__(self._deferral_variables.root, "_native", None)
+        raise NativeModelError(
+            f"{changed[0].describe()}: its children or parameters changed after deferral.native() "
+            f"made this keras.Model ({len(changed)} block(s) changed), so Keras would not track or "
+            "train what the model now computes with. Call deferral.native(net) again for a "
+            "keras.Model of the new structure (and compile it again)."
+        )
+
     def _run(self, inputs: Any, training: bool | None) -> Any:
         block = self._deferral_block
+        self._check_structure()
         if block._state is None:  # a first call, or the parameters changed
             self._check()
         args = _arguments(inputs)
@@ -193,6 +219,19 @@ class DeferralModel(_Mirror, keras.Model):
         """The block's ``forward`` on ``inputs``, in training mode when ``training`` is true."""
         return self._run(inputs, training)
 
+    # ``fit``, ``evaluate`` and ``predict`` reuse the functions Keras traced: check before.
+    def make_train_function(self, force: bool = False) -> Any:
+        self._check_structure()
+        return super().make_train_function(force)
+
+    def make_test_function(self, force: bool = False) -> Any:
+        self._check_structure()
+        return super().make_test_function(force)
+
+    def make_predict_function(self, force: bool = False) -> Any:
+        self._check_structure()
+        return super().make_predict_function(force)
+
 
 class _BlockLayer(_Mirror, keras.layers.Layer):
     """The Keras layer of one child block (holding its parameters); calling it runs that block."""
@@ -209,6 +248,11 @@ class _BlockLayer(_Mirror, keras.layers.Layer):
 
 
 _classes: dict[type[Block], type[_BlockLayer]] = {}
+
+
+def _layout(block: Block) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """What a mirror of ``block`` was made for: its children and own parameters (identities)."""
+    return tuple(id(c) for _, c in block.children()), tuple(id(p) for p in block._params.values())
 
 
 def _layer(block: Block, name: str, variables: _Variables) -> _BlockLayer:

@@ -51,6 +51,9 @@ _INFO = BackendInfo(
     dtypes=("float16", "bfloat16", "float32", "float64"),
     default_device="cpu",
     supports_cuda=True,
+    # force_reinit / set_data / load_parameters write into the existing tensors, as torch's own
+    # reset_parameters() does: optimizers and modules holding them keep training the model.
+    keeps_storage=True,
 )
 
 #: Elements computed on the host and copied to the device per step of materialization; the

@@ -32,11 +32,13 @@ from torch.nn.modules.module import _IncompatibleKeys
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
 from deferral import Parameter, _lifecycle, ops
+from deferral._native import attach
 from deferral.errors import DeferralError
 from deferral.nn import Block, Dense, Embedding, Sequential
+from deferral.nn._block import native_call, route_calls
 
-__all__ = ["BackendMismatchError", "DeferralModule", "DenseModule", "EmbeddingModule", "SequentialModule",
-           "StateDictError", "native_module"]
+__all__ = ["BackendMismatchError", "DeferralModule", "DenseModule", "EmbeddingModule", "ModuleChangeError",
+           "SequentialModule", "StateDictError", "native_module"]
 
 
 class StateDictError(DeferralError, RuntimeError):
@@ -49,6 +51,11 @@ class StateDictError(DeferralError, RuntimeError):
 
 class BackendMismatchError(DeferralError, ValueError):
     """A deferral module is used while its model is bound to another backend than torch."""
+
+
+class ModuleChangeError(DeferralError, AttributeError):
+    """A change to a deferral module that only its deferral block can make (removing one of
+    its parameters, as ``torch.nn.utils.parametrize`` does); nothing was changed."""
 
 
 # One placeholder per deferred parameter, shared by every module showing it, so that
@@ -139,6 +146,9 @@ class DeferralModule(torch.nn.Module):
     _deferral_block: Block
     # Own parameter name -> the deferral Parameter registered under it.
     _deferral_params: dict[str, Parameter]
+    # The block's call state when a call through this module last found the model on torch:
+    # another one (a call on another backend made it) sends the next call through the check.
+    _deferral_seen: Any
 
     def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
         # torch.nn.Module's own: a subclass that is also a torch.nn.Linear (DenseModule) has
@@ -146,6 +156,7 @@ class DeferralModule(torch.nn.Module):
         torch.nn.Module.__init__(self)
         object.__setattr__(self, "_deferral_block", block)
         object.__setattr__(self, "_deferral_params", dict(block._params.items()))
+        object.__setattr__(self, "_deferral_seen", None)
         for name, child in children.items():
             self._modules[name] = child
         self._link()
@@ -154,9 +165,32 @@ class DeferralModule(torch.nn.Module):
         """Register every own parameter's current tensor and watch the parameters."""
         object.__setattr__(self, "_parameters", _Slots(self, self._parameters))
         object.__setattr__(self, "_buffers", _Slots(self, self._buffers))
-        for param in self._deferral_params.values():
+        self._sync_params()
+
+    def _sync_params(self) -> None:
+        """Show exactly the block's own parameters: drop those it no longer has, register the rest."""
+        old, new = self._deferral_params, dict(self._deferral_block._params.items())
+        for name, param in old.items():
+            if new.get(name) is not param:
+                dict.pop(self._parameters, name, None)
+                dict.pop(self._buffers, name, None)
+        object.__setattr__(self, "_deferral_params", new)
+        for param in new.values():
             param.watch(self)
             self.parameter_changed(param)
+
+    def block_changed(self) -> None:
+        """Follow a change of the block's children or parameters (called by the core): a child
+        added after ``deferral.native()`` gets its module, a removed one loses it, a parameter
+        added or replaced is registered. Like adding a module to a ``torch.nn.Module``, an
+        optimizer built before does not hold the new parameters: build it again."""
+        block = self._deferral_block
+        for name in [n for n, m in self._modules.items() if isinstance(m, DeferralModule)]:
+            if name not in block._children:
+                del self._modules[name]
+        for name, child in block.children():
+            self._modules[name] = native_module(child)
+        self._sync_params()
 
     @property
     def block(self) -> Block:
@@ -219,13 +253,29 @@ class DeferralModule(torch.nn.Module):
             # torch sets the flag module by module (its train() walks the children itself).
             object.__setattr__(block, "_training", bool(mode))
 
+    def __delattr__(self, name: str) -> None:
+        param = self.__dict__.get("_deferral_params", {}).get(name)
+        if param is not None:
+            raise ModuleChangeError(
+                f"{type(self._deferral_block).__name__} module: {name!r} is the deferral parameter "
+                f"{param.path!r}, which the forward pass reads; it cannot be removed from the module "
+                "(torch.nn.utils.parametrize does this and is not supported on deferral modules). "
+                f"Assign a tensor instead (module.{name} = torch.nn.Parameter(...)), or change the "
+                "deferral block itself."
+            )
+        super().__delattr__(name)
+
     # -- calling -------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The block's call: the first materializes (outside any trace), later ones compute."""
+        """The block's call: the first materializes (outside any trace), later ones compute.
+
+        The children run through their modules' ``__call__`` (``deferral.nn._block.native_call``),
+        so hooks registered on any module of the tree fire, as in a ``torch.nn`` model.
+        """
         block = self._deferral_block
-        if block._state is None:
-            return _first_call(block, args, kwargs)
-        return block(*args, **kwargs)
+        if block._state is None or block._state is not self._deferral_seen:
+            return _first_call(self, args, kwargs)
+        return native_call(block, args, kwargs)
 
     # -- deferred parameters -------------------------------------------------------------
     def has_uninitialized_params(self) -> bool:
@@ -255,6 +305,7 @@ class DeferralModule(torch.nn.Module):
     # -- copies ----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
+        state["_deferral_seen"] = None  # a call state is never copied (the block's is not either)
         # The block carries the values (deferral's Parameter pickles them); the registered
         # tensors are found again from it.
         for slots in ("_parameters", "_buffers"):
@@ -264,9 +315,11 @@ class DeferralModule(torch.nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         block = self._deferral_block
-        object.__setattr__(self, "_deferral_params", dict(block._params.items()))
+        object.__setattr__(self, "_deferral_params", {})
+        object.__setattr__(self, "_deferral_seen", None)
         if block._native is None:
-            object.__setattr__(block, "_native", self)
+            attach(block, self, "torch")
+        route_calls(block, self)
         self._link()
 
     # -- printing --------------------------------------------------------------------------
@@ -281,22 +334,10 @@ class SequentialModule(DeferralModule):
     """The module of a :class:`deferral.nn.Sequential`: also ``len``, iteration and indexing,
     as ``torch.nn.Sequential`` (a slice is a ``torch.nn.Sequential`` of the same modules).
 
-    Its forward pass calls its child *modules* in turn, as ``torch.nn.Sequential`` does, so
-    the hooks torch's tools put on them run: FSDP2's gathering of a ``fully_shard``-ed
-    layer's parameters, tensor parallelism's input and output redistribution. Only while a
-    parameter has no values yet is the call deferral's first call of the whole block, which
-    materializes every layer all or nothing.
+    Inside its call each child runs through its own module (see :class:`DeferralModule`), so
+    the hooks torch's tools put on them run: FSDP2's gathering of a ``fully_shard``-ed layer's
+    parameters, tensor parallelism's input and output redistribution.
     """
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Each child module on the previous one's output (the first call of a lazy model: the block's)."""
-        block = self._deferral_block
-        if (block._state is None and self.has_uninitialized_params()) or len(args) != 1 or kwargs:
-            return super().forward(*args, **kwargs)
-        x = args[0]
-        for module in self._modules.values():
-            x = module(x)
-        return x
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -375,12 +416,14 @@ def _kind(block: Block) -> type[DeferralModule]:
 
 
 @torch.compiler.disable
-def _first_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A call that may materialize: deferral's own slow path, never traced by a compiler.
+def _first_call(module: DeferralModule, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A call that may materialize, or the first since the block's call state changed:
+    deferral's own slow path after checking the model is still on torch, never traced.
 
     Raises:
         BackendMismatchError: if the block's parameters were bound to another backend since.
     """
+    block = module._deferral_block
     elsewhere = {p.path: p.backend for p in block.collect_params().values() if p.backend not in (None, "torch")}
     if elsewhere:
         path, backend = next(iter(elsewhere.items()))
@@ -390,7 +433,9 @@ def _first_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             f"moved). Initialize the model on torch again (net.initialize(backend='torch', "
             f"force_reinit=True)), or use the model itself on {backend!r}."
         )
-    return block(*args, **kwargs)
+    out = native_call(block, args, kwargs)
+    object.__setattr__(module, "_deferral_seen", block._state)
+    return out
 
 
 def _meet_tensor_types() -> None:
@@ -405,20 +450,29 @@ def _meet_tensor_types() -> None:
 
 
 def native_module(block: Block) -> DeferralModule:
-    """The module tree for ``block`` (a block met twice in the tree gets one module)."""
+    """The module tree for ``block`` (a block met twice in the tree gets one module).
+
+    Every block of the tree records its module (``deferral.native(net[0])`` is
+    ``deferral.native(net)[0]``) and is called through it inside the tree's calls, so hooks
+    on any module fire.
+    """
     made: dict[int, DeferralModule] = {}
 
     def build(b: Block) -> DeferralModule:
         if id(b) not in made:
-            children = {name: build(child) for name, child in b.children()}
-            made[id(b)] = _kind(b)(b, children)
+            found = b._native
+            if isinstance(found, DeferralModule) and b._native_backend == "torch":
+                made[id(b)] = found  # mirrored before (deferral.native(net[0]) first)
+            else:
+                children = {name: build(child) for name, child in b.children()}
+                made[id(b)] = _kind(b)(b, children)
         return made[id(b)]
 
     _meet_tensor_types()
     root = build(block)
-    for module in made.values():  # deferral.native(net[0]) is deferral.native(net)[0]
-        if module.block is not block and module.block._native is None:
-            object.__setattr__(module.block, "_native", module)
+    for module in made.values():
+        attach(module.block, module, "torch")
+        route_calls(module.block, module)
     return root
 
 

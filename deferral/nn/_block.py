@@ -74,6 +74,54 @@ def training_mode(training: bool) -> Iterator[None]:
             _overriding -= 1
 
 
+class _NativeCalls(threading.local):
+    """Per thread: the block whose native container's call is running (``None``: none is).
+
+    A thread-local object, not a context variable: ``torch.compile`` traces its reads and
+    writes (a native call never awaits, so tasks sharing a thread cannot interleave in one).
+    """
+
+    entered: Block | None = None
+
+
+# Native containers that see every block call (torch: each child runs through its module's
+# ``__call__``, so hooks fire). While a container's call runs, ``_calls.entered`` holds the
+# block it entered: that block's own call computes, and every other block met on the way
+# whose container asked for it (``_route``) is called through the container. ``_routing`` is
+# set once such a container exists: a process that never made one pays one global test per call.
+_routing = False
+_calls = _NativeCalls()
+# Counts structural changes (children or parameters added, replaced, removed) in any block;
+# a native container that cannot follow them at once compares it (Keras).
+structure_version = 0
+
+
+def route_calls(block: Block, container: Callable[..., Any]) -> None:
+    """Call ``block`` through ``container`` whenever a native container's call meets it.
+
+    For a backend's native container (:func:`deferral.native`) that must see each child's
+    call, such as a ``torch.nn.Module`` whose hooks fire in its ``__call__``: inside
+    :func:`native_call`, ``block(*args)`` becomes ``container(*args)``, which must compute by
+    calling :func:`native_call` on ``block`` in turn. Calls outside a native call (``net(x)``)
+    are not routed and cost nothing more.
+    """
+    global _routing
+    object.__setattr__(block, "_route", container)
+    _routing = True
+
+
+def native_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call ``block`` as its native container's call: the block computes, and its descendants
+    run through their containers (:func:`route_calls`). A plain function (no context manager),
+    so ``torch.compile`` traces it."""
+    outer = _calls.entered
+    _calls.entered = block
+    try:
+        return block(*args, **kwargs)
+    finally:
+        _calls.entered = outer
+
+
 class _NotNative(TypeError):
     """An argument the bound backend cannot take as it is (a TensorSpec, another framework's array)."""
 
@@ -124,8 +172,11 @@ class Block:
     _path: str
     _state: _CallState | None
     _backend_choice: str | None
-    # The framework's own object for this model (deferral.native), made once.
+    # The framework's own object for this model (deferral.native), and the backend it is for.
     _native: Any
+    _native_backend: str | None
+    # What calls of this block run through inside a native container's call (route_calls).
+    _route: Callable[..., Any] | None
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", {})
@@ -134,6 +185,8 @@ class Block:
         object.__setattr__(self, "_state", None)
         object.__setattr__(self, "_backend_choice", None)
         object.__setattr__(self, "_native", None)
+        object.__setattr__(self, "_native_backend", None)
+        object.__setattr__(self, "_route", None)
         object.__setattr__(self, "_training", False)
 
     @property
@@ -174,23 +227,25 @@ class Block:
                 f"{self.describe()}: set the mode with .train() or .eval(), which also set it on "
                 "every descendant"
             )
-        self._children.pop(name, None)
-        self._params.pop(name, None)
+        removed = self._children.pop(name, None) is not None
+        removed = self._params.pop(name, None) is not None or removed
         if isinstance(value, Block):
             self._children[name] = value
             value._name_subtree(f"{self._path}.{name}" if self._path else name)
-            self._drop_call_state()
             object.__setattr__(self, name, value)
+            self._structure_changed()
         elif isinstance(value, Parameter):
             self.register_parameter(name, value)
         else:
             object.__setattr__(self, name, value)
+            if removed:
+                self._structure_changed()
 
     def __delattr__(self, name: str) -> None:
         self._children.pop(name, None)
         self._params.pop(name, None)
-        self._drop_call_state()
         object.__delattr__(self, name)
+        self._structure_changed()
 
     def register_child(self, block: Block, name: str | None = None) -> Block:
         """Add ``block`` as a child under ``name`` (default: the next index) and return it."""
@@ -202,7 +257,7 @@ class Block:
         name = str(len(self._children)) if name is None else name
         self._children[name] = block
         block._name_subtree(f"{self._path}.{name}" if self._path else name)
-        self._drop_call_state()
+        self._structure_changed()
         return block
 
     def register_parameter(self, name: str, param: Parameter) -> Parameter:
@@ -221,7 +276,7 @@ class Block:
             param._group = self._params
         param._assign_path(f"{self._path}.{name}" if self._path else name)
         object.__setattr__(self, name, param)
-        self._drop_call_state()
+        self._structure_changed()
         return param
 
     def param(self, name: str) -> Parameter:
@@ -423,6 +478,10 @@ class Block:
         return f"{type(self).__name__} {self._path!r}" if self._path else type(self).__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _routing and self._route is not None:  # inside a native call: through the container
+            entered = _calls.entered
+            if entered is not None and entered is not self:
+                return self._route(*args, **kwargs)
         state = self._state
         if state is not None:
             try:
@@ -438,6 +497,21 @@ class Block:
 
     def _drop_call_state(self) -> None:
         object.__setattr__(self, "_state", None)
+
+    def _structure_changed(self) -> None:
+        """A child or parameter was added, replaced or removed: drop the call state, and let the
+        native container follow (its ``block_changed()``) or, lacking one, be made again."""
+        global structure_version
+        structure_version += 1
+        self._drop_call_state()
+        native = self._native
+        if native is None or native is self:
+            return
+        follow = getattr(native, "block_changed", None)
+        if follow is not None:
+            follow()
+        else:
+            object.__setattr__(self, "_native", None)
 
     def _explain(self, state: _CallState, args: tuple[Any, ...], kwargs: dict[str, Any],
                  exc: Exception) -> None:
@@ -562,12 +636,14 @@ class Block:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_state"] = None
-        state["_native"] = None
+        state["_native"] = state["_native_backend"] = state["_route"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "training" in state:  # pickled before the mode became a property
             state["_training"] = state.pop("training")
+        state.setdefault("_native_backend", None)
+        state.setdefault("_route", None)
         self.__dict__.update(state)
 
     def _extra_repr(self) -> str:
