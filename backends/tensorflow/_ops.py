@@ -37,11 +37,20 @@ def shape(x: tf.Tensor) -> tuple[int | None, ...]:
 
 
 def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    """``x @ weight.T + bias`` over the last axis of ``x``; ``weight`` is ``(units, in_units)``."""
-    if x.shape.rank == 2:
+    """``x @ weight.T + bias`` over the last axis of ``x``; ``weight`` is ``(units, in_units)``.
+
+    Small products and one to three rows go through ``MatMul(transpose_b=True)``; the rest
+    through ``BatchMatMulV2`` with the weight's transpose folded in (``adj_y``; it also
+    broadcasts over leading axes). On the CPU ``MatMul(transpose_b=True)`` is slow on large
+    weights (measured at 4096x4096: 68 ms against 41 ms at 256 rows, 2.2 ms against 0.5 ms
+    at 16 rows of 1024x1024) but has the lower fixed cost and the faster few-row kernel.
+    """
+    rows = x.shape[0] if x.shape.rank == 2 else None
+    small = weight.shape[0] * weight.shape[1] < 2**16
+    if x.shape.rank == 2 and (small or (rows is not None and rows < 4)):
         y = tf.linalg.matmul(x, weight, transpose_b=True)
     else:
-        y = tf.tensordot(x, weight, axes=[[-1], [1]])
+        y = tf.raw_ops.BatchMatMulV2(x=x, y=weight, adj_y=True)
     return y if bias is None else tf.math.add(y, bias)
 
 
