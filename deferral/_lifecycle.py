@@ -247,10 +247,10 @@ class transaction:
                     return
                 try:
                     checkpoint()  # a SIGINT held back since the last checkpoint rolls back too
-                except BaseException:
+                    _commit(self._writes)
+                except BaseException:  # the storage kept refused the values: back to the old ones
                     _rollback(self._journal)
                     raise
-                _commit(self._writes)
             finally:
                 journal_token, writes_token = self._tokens
                 self._tokens = None

@@ -325,6 +325,21 @@ def tp_forward_and_checkpoint(rank: int, world: int, store: str) -> None:
         assert "missing-directory" in str(exc), exc  # every rank hears of rank 0's failure
     else:
         raise AssertionError("saving into a missing directory did not raise")
+    # force_reinit and set_data write each rank's shard in place: the layout stays, the values
+    # are the unsharded model's
+    shards = [p.to_local() for p in module.parameters()]
+    net.initialize(seed=SEED + 1, backend="torch", force_reinit=True)
+    other = tp_model()
+    other.initialize(seed=SEED + 1, backend="torch")
+    other(x)
+    assert all(torch.equal(torch.from_numpy(a), torch.from_numpy(b))
+               for a, b in zip(net.get_weights(), other.get_weights())), "force_reinit differs"
+    assert all(p.to_local().data_ptr() == s.data_ptr() for p, s in zip(module.parameters(), shards)), "a shard was replaced"
+    assert torch.allclose(module(x), other(x).detach(), rtol=1e-6, atol=1e-6)
+    values = np.arange(8 * 8, dtype=np.float32).reshape(8, 8)
+    net[1].weight.set_data(values)
+    assert module[1].weight.placements == (Shard(0),) and module[1].weight.to_local().data_ptr() == shards[1].data_ptr()
+    assert np.array_equal(dict(zip(net.collect_params(), net.get_weights()))["1.weight"], values)
 
 
 def _vm_bytes() -> int:

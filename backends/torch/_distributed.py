@@ -25,7 +25,7 @@ from deferral.hookspec import Collective
 if TYPE_CHECKING:
     from deferral.hookspec import MaterializeRequest
 
-__all__ = ["collective", "fill_module", "fill_parameter", "layouts", "materialize_module", "region_of",
+__all__ = ["assign_shard", "collective", "fill_module", "fill_parameter", "layouts", "materialize_module", "region_of",
            "reset_module", "save_parameters"]
 
 
@@ -80,6 +80,26 @@ def region_of(name: str, tensor: torch.Tensor) -> Region | None:
     if coordinate is None:
         return Region(shape, tuple(() for _ in shape))
     return region(shape, tuple(mesh.shape), tuple(coordinate), layouts(name, tensor.placements))
+
+
+def assign_shard(target: torch.Tensor, value: Any) -> bool:
+    """Write this rank's elements of the whole parameter ``value`` (a plain tensor) into the
+    DTensor ``target``'s local storage; False (nothing done) when ``target`` is no DTensor or
+    ``value`` is one too (``copy_`` then does the right thing)."""
+    dtensor = _dtensor_type()
+    if dtensor is None or not isinstance(target, dtensor) or isinstance(value, dtensor):
+        return False
+    if tuple(value.shape) != tuple(target.shape):
+        raise ValueError(f"assign: a sharded parameter of shape {tuple(target.shape)} cannot take values of "
+                         f"shape {tuple(value.shape)}")
+    where = region_of("the parameter", target)
+    assert where is not None
+    local = _local(target)
+    flat = value.detach().reshape(-1).to(device=local.device, dtype=local.dtype)
+    pieces = [flat[start:start + length] for start, length in where.runs()]
+    mine = torch.cat(pieces) if pieces else flat[:0]
+    local.copy_(mine.reshape(local.shape))
+    return True
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,14 @@ def dropout(x: Tensor, rate: float) -> Tensor:
 
 
 def assign(target: Tensor, value: Any) -> None:
-    """Copy ``value`` into ``target``'s storage outside autograd (``target.copy_``)."""
+    """Copy ``value`` into ``target``'s storage outside autograd (``target.copy_``).
+
+    A sharded ``target`` (a DTensor under FSDP2 or tensor parallelism) given the whole
+    parameter as a plain tensor keeps only its own elements: ``force_reinit``, ``set_data``
+    and loading write each rank's shard in place, and the layout stays as it was.
+    """
+    from ._distributed import assign_shard
+
     with torch.no_grad():
-        target.copy_(value)
+        if not assign_shard(target, value):
+            target.copy_(value)
