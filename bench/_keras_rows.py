@@ -18,7 +18,7 @@ from bench import _models
 from bench._report import TARGETS, Table, fmt_ratio, fmt_time, verdict
 from bench._timing import measure
 
-__all__ = ["run", "table"]
+__all__ = ["run", "table", "verdicts"]
 
 BATCHES = (1, 256)
 
@@ -72,7 +72,7 @@ def run(specs: list[_models.MLP], cfg: dict[str, Any], repeats: int,
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
-    t = Table("3c. deferral.native(net) as a keras.Model against a hand-written keras.Sequential "
+    t = Table("3d. deferral.native(net) as a keras.Model against a hand-written keras.Sequential "
               "(same weights)", ["model", "batch", "way", "deferral", "native", "ratio", "target",
                                  "verdict", "vs target", "block alone", "keras/block"])
     for row in rows:
@@ -93,3 +93,16 @@ def table(rows: list[dict[str, Any]]) -> Table:
         "noisy machine."
     )
     return t
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """One summary line per row, as the other sections give."""
+    out = []
+    for row in rows:
+        stats = row["stats"]
+        ratio = stats["deferral"]["median_s"] / stats["native"]["median_s"]
+        target = TARGETS["forward"][row["batch"]]
+        v, margin = verdict(ratio, target)
+        out.append((f"keras model {row['model']['label']} {row['way']} batch {row['batch']} [tensorflow]", v,
+                    f"{ratio:.3f} vs <= {target} ({margin})"))
+    return out

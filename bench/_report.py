@@ -383,6 +383,10 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         from bench import _native_rows
 
         out.extend(_native_rows.verdicts(results))
+    if results.get("keras_native"):
+        from bench import _keras_rows
+
+        out.extend(_keras_rows.verdicts(results["keras_native"]))
     return out
 
 
@@ -415,6 +419,10 @@ def tables(results: dict[str, Any]) -> list[Table]:
         from bench import _native_rows
 
         out.append(_native_rows.table(results))
+    if results.get("keras_native"):
+        from bench import _keras_rows
+
+        out.append(_keras_rows.table(results["keras_native"]))
     if "import" in results:
         out.append(import_table(results["import"]))
     if "gpt2" in results:
