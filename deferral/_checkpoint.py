@@ -120,15 +120,18 @@ def save_values(path: str | os.PathLike[str], params: Mapping[str, Parameter], v
         write_safetensors(path, tensors, file_metadata(params))
         return
     entries = {name: (p.dtype, _Whole(values[name], p.dtype, collective)) for name, p in params.items()}
-    error = None
+    error: BaseException | None = None
     if collective.writer:
         try:
             write_safetensors(path, entries, file_metadata(params))  # type: ignore[arg-type]
-        except CheckpointError as exc:
+        except BaseException as exc:  # any failure (memory, Ctrl-C): the others must not wait forever
             error = exc
     for _, entry in entries.values():  # every process gathers every parameter, in file order
-        entry.gathered()
-    message = collective.agree(None if error is None else str(error))
+        try:
+            entry.gathered()
+        except BaseException as exc:
+            error = error or exc
+    message = collective.agree(None if error is None else str(error) or type(error).__name__)
     if error is not None:
         raise error
     if message is not None:
@@ -259,7 +262,7 @@ def load_into(net: Block, sources: Mapping[str, Source], fetch: Callable[[str], 
 
 
 def _refuse_distributed(net: Block, steps: list[_Step], source: str) -> None:
-    """Refuse to load into parameters spread over processes: each would become one whole copy."""
+    """Refuse to load into parameters spread over processes (every process would hold the whole model)."""
     from . import registry
 
     held = [(s.name, s.param) for s in steps if s.param._data is not None]
@@ -270,8 +273,8 @@ def _refuse_distributed(net: Block, steps: list[_Step], source: str) -> None:
     if collective is not None:
         raise CheckpointError(
             f"cannot load {source} into {net.describe()}: its parameters are {collective.describe} "
-            f"({held[0][0]!r} among them), and loading would replace each shard with a whole copy "
-            "of the parameter. Load the file before sharding the model (net.load_parameters(path), "
+            f"({held[0][0]!r} among them), and loading would make every process hold the whole "
+            "model's values until the load is complete. Load the file before sharding the model (net.load_parameters(path), "
             "then shard it), or save and load it shard by shard with "
             f"{collective.sharded_checkpoints}. Nothing was changed."
         )

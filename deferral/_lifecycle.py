@@ -85,35 +85,55 @@ _held = _Held()
 
 
 def _record(signum: int, frame: Any) -> None:
-    _held.received.append(signum)
+    """The handler while SIGINT is held: record it inside a guarded framework call or this
+    module's own steps (a transaction's entry, exit, rollback, commit, and what they call);
+    anywhere else (a layer's or the user's code inside a transaction) act on it at once, as
+    Python would: the transaction then rolls back."""
+    if _held.critical or _in_this_module(frame):
+        _held.received.append(signum)
+        return
+    _deliver(_held.previous)
 
 
-def _hold() -> bool:
-    """Start holding ``SIGINT`` back; False (and nothing held) outside the main thread.
+def _in_this_module(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename == __file__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _hold() -> int:
+    """Start holding ``SIGINT`` back; returns the hold's depth before (``-1``, nothing held,
+    outside the main thread), which :func:`_release` restores.
 
     Installing the recording handler is the first thing done: a signal arriving after it is
     recorded, one arriving before it is raised before anything changed.
     """
     if get_ident() != _MAIN:
-        return False
-    if _held.depth == 0:
+        return -1
+    level = _held.depth
+    if level == 0:
         _held.received = []  # what an earlier hold recorded as it ended was raised already
         # _signal: the C functions signal.signal wraps (without its enum conversions).
         _held.previous = _signal.signal(SIGINT, _record)
-    _held.depth += 1
-    return True
+    _held.depth = level + 1
+    return level
 
 
-def _release() -> None:
-    """End one hold; the last one restores the handler, then acts on a held-back signal."""
-    _held.depth -= 1
-    if _held.depth:
+def _release(level: int) -> None:
+    """End a hold: back to depth ``level`` (inner holds an exception skipped end with it);
+    the outermost restores the handler, then acts on a held-back signal."""
+    _held.depth = level
+    if level:
         return
+    _held.critical = 0
     previous = _held.previous
     # Restoring the handler is the last change: a signal arriving after it is raised with
     # everything already in order (what was recorded until then is then dropped: the user
-    # sees one KeyboardInterrupt).
-    _signal.signal(SIGINT, signal.default_int_handler if previous is None else previous)
+    # sees one KeyboardInterrupt). A handler installed meanwhile (by code inside) stays.
+    if _signal.getsignal(SIGINT) is _record:
+        _signal.signal(SIGINT, signal.default_int_handler if previous is None else previous)
     received, _held.received = _held.received, []
     if received:
         _deliver(previous)
@@ -139,46 +159,57 @@ class signals_deferred:
     outermost hold's next checkpoint or its end.
     """
 
-    __slots__ = ("_holding",)
+    __slots__ = ("_critical", "_level")
 
     def __enter__(self) -> None:
-        self._holding = _hold()
-        if self._holding:
+        self._level = _hold()
+        if self._level >= 0:
+            self._critical = _held.critical
             _held.critical += 1
 
     def __exit__(self, *exc: object) -> None:
-        if self._holding:
-            _held.critical -= 1
-            _release()
+        if self._level >= 0:
+            _held.critical = self._critical
+            _release(self._level)
 
 
 class deferred_in_windows:
-    """``SIGINT`` held back in windows of about ``limit`` bytes of work (see :func:`signals_deferred`).
+    """A guarded section (as :class:`signals_deferred`) opened for a window of about ``limit``
+    bytes of work at a time.
 
-    A loop making many small parameters calls :meth:`step` after each: a held-back signal is
-    acted on once per window instead of once per parameter, and still lands within one
-    window's work.
+    A loop making many small parameters through framework calls calls :meth:`step` after
+    each: a held-back signal is acted on between windows, so the guard is paid once per
+    window instead of once per parameter and an interrupt still lands within one window.
     """
 
     def __init__(self, limit: int = 16 << 20) -> None:
         self.limit, self.done = limit, 0
-        self._holding = False
+        self._level = -1
+        self._critical = 0
 
     def __enter__(self) -> deferred_in_windows:
-        self._holding = _hold()
+        self._level = _hold()
+        if self._level >= 0:
+            self._critical = _held.critical
+            _held.critical += 1
         return self
 
     def step(self, nbytes: int) -> None:
         """Count ``nbytes`` of work; past the limit, act on what was held back."""
         self.done += nbytes
-        if self.done >= self.limit:
+        if self.done >= self.limit and self._level >= 0:
             self.done = 0
-            checkpoint()
+            _held.critical = self._critical
+            try:
+                checkpoint()
+            finally:
+                _held.critical = self._critical + 1
 
     def __exit__(self, *exc: object) -> None:
-        if self._holding:
-            self._holding = False
-            _release()
+        if self._level >= 0:
+            level, self._level = self._level, -1
+            _held.critical = self._critical
+            _release(level)
 
 
 def _deliver(handler: Any) -> None:
@@ -219,15 +250,18 @@ class transaction:
         'declared'
     """
 
-    __slots__ = ("_holding", "_journal", "_tokens", "_writes")
+    __slots__ = ("_journal", "_level", "_tokens", "_writes")
 
     def __enter__(self) -> None:
-        self._holding = _hold()  # first: from here on a SIGINT waits for a checkpoint
+        self._level = _hold()  # first: from here on a SIGINT in this module's steps waits
         self._tokens: tuple[Any, Any] | None = None
         if _journal.get() is not None:
             return
+        # Waiting for another thread's transaction: a Ctrl-C meanwhile is acted on (nothing
+        # has changed yet), the wait never restarted forever.
         try:
-            LOCK.acquire()
+            while not LOCK.acquire(timeout=0.05):
+                checkpoint()
         except BaseException:
             self._end()
             raise
@@ -247,10 +281,10 @@ class transaction:
                     return
                 try:
                     checkpoint()  # a SIGINT held back since the last checkpoint rolls back too
-                    _commit(self._writes)
-                except BaseException:  # the storage kept refused the values: back to the old ones
+                except BaseException:
                     _rollback(self._journal)
                     raise
+                _commit(self._writes)  # never leaves old and new values mixed (see there)
             finally:
                 journal_token, writes_token = self._tokens
                 self._tokens = None
@@ -261,9 +295,9 @@ class transaction:
             self._end()
 
     def _end(self) -> None:
-        if self._holding:
-            self._holding = False
-            _release()
+        if self._level >= 0:
+            level, self._level = self._level, -1
+            _release(level)
 
 
 def _rollback(journal: dict[int, tuple[Parameter, _Snapshot]]) -> None:
@@ -364,6 +398,7 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
     new parameters, never a mix and never a parameter without values. Storage the backend
     keeps (``BackendInfo.keeps_storage``) gets the new values when the transaction commits.
     """
+    _refuse_relayout(changes)
     for param, _, _, _ in changes:
         journal(param)
         _drop_states(param)
@@ -377,10 +412,31 @@ def swap(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
             _notify(param)
 
 
+def _refuse_relayout(changes: list[tuple[Parameter, Intent, Shape, Any]]) -> None:
+    """Refuse whole new values of another shape, dtype or device for a parameter spread over
+    processes: only its shards can be written, in place (the whole tensor would silently
+    unshard it). New values spread the same way (``deferral.materialize``) are fine."""
+    for param, intent, shape, data in changes:
+        old = param._intent
+        if param._data is None or data is None or old is None or (intent.dtype, intent.device, shape) == (
+                old.dtype, old.device, param._shape):
+            continue
+        backend = registry.load_backend(old.backend)
+        collective = backend.collective([param._data])
+        if collective is not None and backend.collective([data]) is None:
+            from .errors import MaterializeError
+
+            raise MaterializeError(
+                f"Parameter {param._path!r} is {collective.describe}: new values can only be "
+                f"written into its shards, keeping shape {param._shape}, dtype {old.dtype!r} and "
+                f"device {old.device!r}; received shape {shape}, dtype {intent.dtype!r}, device "
+                f"{intent.device!r}. Change the dtype or device before sharding the model (or "
+                "shard it again afterwards). Nothing was changed."
+            )
+
+
 def _keep(param: Parameter, writes: dict[int, _Kept]) -> None:
     """Remember ``param``'s storage (its first in the transaction) if its backend keeps storage."""
-    from . import registry
-
     intent = param._intent
     if id(param) not in writes and intent is not None and registry.load_backend(intent.backend).info.keeps_storage:
         writes[id(param)] = (param, param._data, intent, param._shape)
@@ -391,10 +447,16 @@ def _commit(writes: dict[int, _Kept]) -> None:
 
     Runs after the transaction's body succeeded, still under the lock, so a rollback never
     needs to undo a write. A parameter whose shape, dtype, device or backend changed keeps its
-    new storage.
-    """
-    from . import registry
+    new storage. A write that fails (the framework refuses it: out of memory, say) cannot be
+    undone for the parameters written before it, so the commit goes forward instead: that
+    parameter keeps its new storage, every parameter has its new values, and a
+    :class:`RuntimeError` then says which storage objects were replaced.
 
+    Raises:
+        RuntimeError: naming the parameters whose storage could not be written (their values
+            are the new ones all the same).
+    """
+    failed: list[tuple[str, Exception]] = []
     with signals_deferred():
         for param, storage, old, shape in writes.values():
             new, intent = param._data, param._intent
@@ -402,9 +464,21 @@ def _commit(writes: dict[int, _Kept]) -> None:
                 (intent.backend, intent.dtype, intent.device) != (old.backend, old.dtype, old.device)
             ):
                 continue
-            registry.load_backend(intent.backend).ops.assign(storage, new)
+            try:
+                registry.load_backend(intent.backend).ops.assign(storage, new)
+            except Exception as exc:
+                failed.append((param._path, exc))
+                continue
             param._data = storage
             _invalidate(param)
+    if failed:
+        names = ", ".join(repr(path) for path, _ in failed)
+        raise RuntimeError(
+            f"the new values are in place, but {len(failed)} parameter(s) could not be written into "
+            f"the storage framework objects hold ({names}: {failed[0][1]}); those parameters have new "
+            "storage objects, so an optimizer, native model or compiled function made before holds "
+            "their old tensors: make it again (deferral.native(net) gives the current ones)"
+        ) from failed[0][1]
 
 
 def rebind(param: Parameter, data: Any) -> None:

@@ -340,6 +340,13 @@ def tp_forward_and_checkpoint(rank: int, world: int, store: str) -> None:
     net[1].weight.set_data(values)
     assert module[1].weight.placements == (Shard(0),) and module[1].weight.to_local().data_ptr() == shards[1].data_ptr()
     assert np.array_equal(dict(zip(net.collect_params(), net.get_weights()))["1.weight"], values)
+    try:  # another dtype cannot go into the shards: refused, nothing changed
+        net.initialize(seed=SEED, backend="torch", dtype="float64", force_reinit=True)
+    except deferral.MaterializeError as exc:
+        assert "'0.weight' is sharded over 2 processes" in str(exc) and "float64" in str(exc), exc
+    else:
+        raise AssertionError("force_reinit to float64 of a sharded model did not refuse")
+    assert module[1].weight.dtype == torch.float32 and module[1].weight.to_local().data_ptr() == shards[1].data_ptr()
 
 
 def _vm_bytes() -> int:

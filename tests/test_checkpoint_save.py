@@ -247,6 +247,28 @@ def test_a_failed_write_reaches_every_process_after_all_gathered(tmp_path: Path,
         net.save_parameters(tmp_path / "x.safetensors")
 
 
+def test_a_writer_failing_with_any_exception_still_takes_part_in_every_collective(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer running out of memory on its second gather does not leave the other
+    processes waiting: it still gathers the rest and tells them, then raises."""
+    net = model(3)
+    fake = FakeCollective(writer=True)
+    real, calls = fake.whole, [0]
+
+    def whole(value: object) -> np.ndarray:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise MemoryError("host out of memory")
+        return real(value)
+
+    fake.whole = whole  # type: ignore[method-assign]
+    _spread(monkeypatch, fake)
+    with pytest.raises(MemoryError):
+        net.save_parameters(tmp_path / "x.safetensors")
+    assert calls[0] == len(net.collect_params()) and fake.agreed == ["host out of memory"]
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_loading_into_a_spread_model_is_refused_and_changes_nothing(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     net = model(3)

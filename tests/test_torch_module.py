@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 import deferral  # noqa: E402
 import deferral.models  # noqa: E402
 from deferral import nn  # noqa: E402
-from deferral_torch._module import BackendMismatchError, DeferralModule, StateDictError  # noqa: E402
+from deferral_torch._module import BackendMismatchError, DeferralModule, ModuleChangeError, StateDictError  # noqa: E402
 
 # torch's inductor imports its own deprecated torch.jit modules; that warning is torch's business.
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
@@ -661,7 +661,12 @@ _DDP_WORKER = textwrap.dedent("""
     after = gathered()
     print("RESULT", rank, bool(torch.equal(*before)), bool(torch.equal(*after)),
           bool((net.get_weights()[0] != start).any()), flush=True)
+    del ddp, opt
     dist.destroy_process_group()
+    # DDP's C++ threads sometimes abort the interpreter's own teardown ("terminate called
+    # without an active exception", torch 2.13 with gloo): everything is done, leave at once.
+    import os
+    os._exit(0)
 """)
 
 
@@ -713,3 +718,31 @@ def test_the_sequential_module_calls_its_child_modules_so_their_hooks_run() -> N
     assert seen == ["0", "1", "2"] * 2 and torch.equal(out, again) and torch.equal(again, net(X))
     m[1].register_forward_hook(lambda mod, args, out: out * 0)
     assert torch.equal(m(X), m[2](torch.zeros(4, 8)))  # a hook's output goes on, as in torch.nn.Sequential
+
+
+def test_a_child_module_replaced_by_an_adapter_is_the_one_called() -> None:
+    """peft and torch.ao swap a layer for a wrapper with setattr: the model then calls the
+    wrapper, which calls the original module; a non-module is refused and changes nothing."""
+    net, m = native()
+    m(X)
+    original = m[0]
+
+    class Shift(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) + 1.0
+
+    m[0].register_forward_hook(lambda mod, args, out: seen.append(out))
+    seen: list[torch.Tensor] = []
+    setattr(m, "0", Shift(original))
+    out = m(X)
+    rest = torch.nn.Sequential(*list(m)[1:])
+    assert torch.equal(out, rest(original(X) + 1.0)) and len(seen) == 2  # the original runs inside
+    setattr(m, "0", original)
+    assert torch.equal(m(X), net(X))
+    with pytest.raises(ModuleChangeError, match=r"can be replaced by another torch\.nn\.Module, not by NoneType"):
+        setattr(m, "0", None)
+    assert m[0] is original and torch.equal(m(X), net(X))

@@ -92,8 +92,7 @@ def assign_shard(target: torch.Tensor, value: Any) -> bool:
     if tuple(value.shape) != tuple(target.shape):
         raise ValueError(f"assign: a sharded parameter of shape {tuple(target.shape)} cannot take values of "
                          f"shape {tuple(value.shape)}")
-    where = region_of("the parameter", target)
-    assert where is not None
+    where = region_of("the parameter", target) or Region.full(tuple(target.shape))
     local = _local(target)
     flat = value.detach().reshape(-1).to(device=local.device, dtype=local.dtype)
     pieces = [flat[start:start + length] for start, length in where.runs()]

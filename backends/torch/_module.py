@@ -253,6 +253,23 @@ class DeferralModule(torch.nn.Module):
             # torch sets the flag module by module (its train() walks the children itself).
             object.__setattr__(block, "_training", bool(mode))
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """As torch's; replacing a child module (as peft, torch.ao quantization and other
+        adapter tools do with ``setattr``) makes the block's calls go through the new module,
+        which may call the old one (it then computes the block as before)."""
+        block = self.__dict__.get("_deferral_block")
+        child = block._children.get(name) if block is not None and name in self._modules else None
+        if child is not None and not isinstance(value, torch.nn.Module):
+            raise ModuleChangeError(
+                f"{type(block).__name__} module: {name!r} is the module of the deferral block "
+                f"{child.describe()}, which the forward pass calls; it can be replaced by another "
+                f"torch.nn.Module, not by {type(value).__name__}. Remove the block from the deferral "
+                "model instead."
+            )
+        super().__setattr__(name, value)
+        if child is not None:
+            route_calls(child, value)
+
     def __delattr__(self, name: str) -> None:
         param = self.__dict__.get("_deferral_params", {}).get(name)
         if param is not None:

@@ -88,6 +88,9 @@ def _unary(scale: float = 1.0) -> Callable[[Rng], list[OpCase]]:
 _CORE: dict[str, Callable[[Rng], list[OpCase]]] = {
     "shape": lambda r: [_c(_n(r, 2, 3, 4)), _c(_n(r, 7, 1)), _c(_n(r, 5))],
     "linear": lambda r: [_c(_n(r, 5, 3), _n(r, 4, 3), _n(r, 4)), _c(_n(r, 2, 5, 3), _n(r, 4, 3), None),
+                         _c(_n(r, 3), _n(r, 4, 3), _n(r, 4)),  # a vector
+                         # a large weight, many rows; small integers: every float32 sum is exact
+                         _c(*(r.integers(-3, 4, s).astype(np.float64) for s in ((6, 256), (256, 256), (256,)))),
                          _e(ValueError, _n(r, 5, 3), _n(r, 4, 2), None)],
     "matmul": lambda r: [_c(_n(r, 3, 4), _n(r, 4, 5)), _c(_n(r, 2, 3, 4), _n(r, 4, 5)),
                          _c(_n(r, 2, 3, 4), _n(r, 2, 4, 2)), _c(_n(r, 2, 1, 3, 4), _n(r, 5, 4, 2)),
