@@ -71,6 +71,14 @@ def run(specs: list[_models.MLP], cfg: dict[str, Any], repeats: int,
     return rows
 
 
+def _judged(row: dict[str, Any]) -> tuple[float, float, str, str]:
+    """The row's ratio, its target, the verdict and how far from the target."""
+    stats = row["stats"]
+    ratio = stats["deferral"]["median_s"] / stats["native"]["median_s"]
+    target = TARGETS["forward"][row["batch"]]
+    return (ratio, target, *verdict(ratio, target))
+
+
 def table(rows: list[dict[str, Any]]) -> Table:
     t = Table("3d. deferral.native(net) as a keras.Model against a hand-written keras.Sequential "
               "(same weights)", ["model", "batch", "way", "deferral", "native", "ratio", "target",
@@ -79,10 +87,9 @@ def table(rows: list[dict[str, Any]]) -> Table:
         stats = row["stats"]
         d, n = stats["deferral"]["median_s"], stats["native"]["median_s"]
         alone = stats["block"]["median_s"] if "block" in stats else None
-        target = TARGETS["forward"][row["batch"]]
-        v, margin = verdict(d / n, target)
+        ratio, target, v, margin = _judged(row)
         t.rows.append([row["model"]["label"], str(row["batch"]), row["way"], fmt_time(d), fmt_time(n),
-                       fmt_ratio(d / n), f"<= {target}", v, margin, fmt_time(alone),
+                       fmt_ratio(ratio), f"<= {target}", v, margin, fmt_time(alone),
                        fmt_ratio(d / alone if alone else None)])
     t.notes.append(
         "Both sides are keras.Model objects called the same way: predict_on_batch (Keras' compiled "
@@ -99,10 +106,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """One summary line per row, as the other sections give."""
     out = []
     for row in rows:
-        stats = row["stats"]
-        ratio = stats["deferral"]["median_s"] / stats["native"]["median_s"]
-        target = TARGETS["forward"][row["batch"]]
-        v, margin = verdict(ratio, target)
+        ratio, target, v, margin = _judged(row)
         out.append((f"keras model {row['model']['label']} {row['way']} batch {row['batch']} [tensorflow]", v,
                     f"{ratio:.3f} vs <= {target} ({margin})"))
     return out

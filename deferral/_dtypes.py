@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,6 +57,30 @@ def tensor_dtype(dtype: object) -> str:
         raise TypeError(
             f"expected a dtype a checkpoint can hold ({', '.join(FLOATING + OTHER)}). Received: {dtype!r}"
         ) from None
+
+
+def parameter_host(array: Any, dtype: str, backend: str) -> np.ndarray:
+    """``array`` as a ``dtype`` parameter's host values (``uint16`` bits for bfloat16): as it
+    is when already so (no copy), else a floating array rounded the core's way once.
+
+    For backends' ``deferral_parameter_from_numpy``.
+
+    Raises:
+        TypeError: for an array that is not floating (or ``uint16`` bits for ``bfloat16``).
+    """
+    import numpy as np
+
+    host = np.asarray(array)
+    wanted = "uint16" if dtype == "bfloat16" else dtype
+    if host.dtype.name == wanted:
+        return host
+    if host.dtype.kind != "f":
+        raise TypeError(
+            f"backend {backend!r}: a {dtype} parameter needs a floating array"
+            f"{' or uint16 bit patterns' if dtype == 'bfloat16' else ''}. Received dtype "
+            f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
+        )
+    return round_to(host.astype(np.float64), dtype)
 
 
 def round_to(values: np.ndarray, dtype: str) -> np.ndarray:

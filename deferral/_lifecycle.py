@@ -173,8 +173,8 @@ class signals_deferred:
             _release(self._level)
 
 
-class deferred_in_windows:
-    """A guarded section (as :class:`signals_deferred`) opened for a window of about ``limit``
+class deferred_in_windows(signals_deferred):
+    """A guarded section (:class:`signals_deferred`) opened for a window of about ``limit``
     bytes of work at a time.
 
     A loop making many small parameters through framework calls calls :meth:`step` after
@@ -182,16 +182,14 @@ class deferred_in_windows:
     window instead of once per parameter and an interrupt still lands within one window.
     """
 
+    __slots__ = ("done", "limit")
+
     def __init__(self, limit: int = 16 << 20) -> None:
         self.limit, self.done = limit, 0
         self._level = -1
-        self._critical = 0
 
-    def __enter__(self) -> deferred_in_windows:
-        self._level = _hold()
-        if self._level >= 0:
-            self._critical = _held.critical
-            _held.critical += 1
+    def __enter__(self) -> deferred_in_windows:  # type: ignore[override]
+        super().__enter__()
         return self
 
     def step(self, nbytes: int) -> None:
@@ -204,12 +202,6 @@ class deferred_in_windows:
                 checkpoint()
             finally:
                 _held.critical = self._critical + 1
-
-    def __exit__(self, *exc: object) -> None:
-        if self._level >= 0:
-            level, self._level = self._level, -1
-            _held.critical = self._critical
-            _release(level)
 
 
 def _deliver(handler: Any) -> None:

@@ -28,7 +28,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import deferral
-from deferral._dtypes import round_to
+from deferral._dtypes import parameter_host, round_to
 from deferral.hookspec import BackendInfo, MaterializeRequest
 
 from ._random import dropout_key as dropout_key
@@ -200,17 +200,8 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
     import numpy as np
 
     check_dtype(dtype, "a parameter")
-    host = np.asarray(array)
-    wanted = "uint16" if dtype == "bfloat16" else dtype
-    if host.dtype.name != wanted:
-        if host.dtype.kind != "f":
-            raise TypeError(
-                f"backend 'jax': a {dtype} parameter needs a floating array"
-                f"{' or uint16 bit patterns' if dtype == 'bfloat16' else ''}. Received dtype "
-                f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
-            )
-        host = round_to(host.astype(np.float64), dtype)
-    elif not owned:
+    host = parameter_host(array, dtype, "jax")
+    if not owned and np.may_share_memory(host, array):
         host = host.copy()
     return Variable(_place(as_host(host, dtype), device), trainable)
 

@@ -27,7 +27,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import deferral
-from deferral._dtypes import float32_to_bfloat16_bits, round_to
+from deferral._dtypes import float32_to_bfloat16_bits, parameter_host
 from deferral._fill import ALIGN
 from deferral.hookspec import BackendInfo, MaterializeRequest
 
@@ -182,19 +182,9 @@ def deferral_parameter_from_numpy(array: Any, dtype: str, device: str, trainable
     Raises:
         TypeError: for an array that is not floating (or ``uint16`` bits for ``bfloat16``).
     """
-    import numpy as np
     import tensorflow as tf
 
-    host = np.asarray(array)
-    wanted = "uint16" if dtype == "bfloat16" else dtype
-    if host.dtype.name != wanted:
-        if host.dtype.kind != "f":
-            raise TypeError(
-                f"backend 'tensorflow': a {dtype} parameter needs a floating array"
-                f"{' or uint16 bit patterns' if dtype == 'bfloat16' else ''}. Received dtype "
-                f"{host.dtype}. Convert it first, e.g. array.astype('float32')."
-            )
-        host = round_to(host.astype(np.float64), dtype)
+    host = parameter_host(array, dtype, "tensorflow")
     with tf.init_scope():
         return _variable(_adopted(host) if owned else tf.convert_to_tensor(host), dtype, device, trainable)
 
