@@ -234,6 +234,7 @@ def test_loading_takes_the_parameters_memory_and_at_most_one_chunk_more(backend:
                           capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.splitlines()[-1])
+    print(backend, {k: f"{v / 2**20:.1f} MiB" for k, v in got.items()})  # pytest -s shows the figures
     assert got["params"] - 2**20 <= got["peak"] < got["params"] + reader_module.CHUNK_BYTES, got
     assert got["peak"] < got["params"] + got["largest"] // 2, got
 
