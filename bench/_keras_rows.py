@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import _models
 from bench._report import TARGETS, Table, fmt_ratio, fmt_time, verdict
-from bench._timing import measure
+from bench._timing import PAIRED_REPEATS, measure, paired_ratio
 
 __all__ = ["run", "table", "verdicts"]
 
@@ -65,7 +65,8 @@ def run(specs: list[_models.MLP], cfg: dict[str, Any], repeats: int,
                 variants = {"deferral": lambda: a(x), "native": lambda: b(x)}  # noqa: B023
                 if way.startswith("tf.function"):
                     variants["block"] = lambda: block(x)  # noqa: B023
-                stats = measure(variants, repeats=repeats, min_time=cfg["min_time"], keep_results=False)
+                stats = measure(variants, repeats=max(repeats, PAIRED_REPEATS), min_time=cfg["min_time"],
+                                keep_results=False)
                 rows.append({"model": spec.to_dict(), "batch": batch, "way": way, "max_abs_diff": diff,
                              "stats": {name: s.as_dict() for name, s in stats.items()}})
     return rows
@@ -74,7 +75,7 @@ def run(specs: list[_models.MLP], cfg: dict[str, Any], repeats: int,
 def _judged(row: dict[str, Any]) -> tuple[float, float, str, str]:
     """The row's ratio, its target, the verdict and how far from the target."""
     stats = row["stats"]
-    ratio = stats["deferral"]["median_s"] / stats["native"]["median_s"]
+    ratio = paired_ratio(stats["deferral"], stats["native"])
     target = TARGETS["forward"][row["batch"]]
     return (ratio, target, *verdict(ratio, target))
 
@@ -96,8 +97,8 @@ def table(rows: list[dict[str, Any]]) -> Table:
         "predict step) or one tf.function calling model(x), traced once. The hand-written model is "
         "keras.Sequential([Input, Dense, ...]) given deferral's weights (kernels transposed); outputs "
         "are checked to agree. 'block alone' is the deferral block in a tf.function without Keras, so "
-        "'keras/block' is what the Keras wrapping costs. Medians of alternating samples on a shared, "
-        "noisy machine."
+        "'keras/block' is what the Keras wrapping costs. Times are medians of 21 or more alternating "
+        "samples on a shared, noisy machine; the ratio is the median of the per-round ratios."
     )
     return t
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import _models
 from bench._report import Table, fmt_ratio, fmt_time, verdict
-from bench._timing import measure
+from bench._timing import PAIRED_REPEATS, measure, paired_ratio
 
 __all__ = ["TARGETS", "run", "table", "verdicts"]
 
@@ -37,12 +37,32 @@ def _torch_nn(spec: _models.MLP, weights: list[Any]) -> Any:
     return torch.nn.Sequential(*layers)
 
 
-def _pair(ours: Any, theirs: Any, x: Any, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
-    diff = float((ours(x) - theirs(x)).abs().max())
-    if not diff <= 1e-4:
-        raise AssertionError(f"native rows: the deferral module and torch.nn disagree (max |diff| {diff:g})")
-    stats = measure({"deferral": lambda: ours(x), "native": lambda: theirs(x)}, repeats=repeats,
-                    min_time=cfg["min_time"], keep_results=False)
+def _subclass(sequential: Any) -> Any:
+    """The same layers in a ``torch.nn.Module`` subclass with its own ``forward``, as most
+    models are written: torch treats it as any user module (``torch.compile`` runs its
+    ``__call__`` outside the compiled frame, unlike a ``torch.nn.Sequential``'s)."""
+    import torch
+
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList(list(sequential))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    return MLP()
+
+
+def _pair(ours: Any, theirs: Any, subclass: Any, x: Any, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
+    for name, other in (("torch.nn.Sequential", theirs), ("the torch.nn.Module subclass", subclass)):
+        diff = float((ours(x) - other(x)).abs().max())
+        if not diff <= 1e-4:
+            raise AssertionError(f"native rows: the deferral module and {name} disagree (max |diff| {diff:g})")
+    stats = measure({"deferral": lambda: ours(x), "native": lambda: theirs(x), "subclass": lambda: subclass(x)},
+                    repeats=max(repeats, PAIRED_REPEATS), min_time=cfg["min_time"], keep_results=False)
     return {name: s.as_dict() for name, s in stats.items()}
 
 
@@ -60,35 +80,43 @@ def run(specs: list[_models.MLP], cfg: dict[str, Any], repeats: int, say: Any) -
         net.initialize(seed=0, backend="torch", dtype="float32")
         module = deferral.native(net)
         reference = _torch_nn(spec, net.get_weights())
-        ways = {"eager": (module, reference),
-                "compiled": (torch.compile(module), torch.compile(reference))}
-        for way, (ours, theirs) in ways.items():
+        subclass = _subclass(reference)
+        ways = {"eager": (module, reference, subclass),
+                "compiled": (torch.compile(module), torch.compile(reference), torch.compile(subclass))}
+        for way, (ours, theirs, user) in ways.items():
             for batch in BATCHES:
                 say(f"  native {spec.label} {way} batch {batch} [torch] ...")
                 x = torch.from_numpy(rng.standard_normal((batch, spec.in_features)).astype(np.float32))
                 rows.append({"backend": "torch", "model": spec.to_dict(), "way": way, "batch": batch,
-                             "stats": _pair(ours, theirs, x, cfg, repeats)})
+                             "stats": _pair(ours, theirs, user, x, cfg, repeats)})
         torch._dynamo.reset()
     return rows
 
 
 def _ratio(row: dict[str, Any]) -> float:
-    s = row["stats"]
-    return float(s["deferral"]["median_s"] / s["native"]["median_s"])
+    return paired_ratio(row["stats"]["deferral"], row["stats"]["native"])
 
 
 def table(results: dict[str, Any]) -> Table:
     t = Table("3c. deferral.native(net) as a torch.nn.Module against hand-written torch.nn (same weights)",
-              ["model", "batch", "way", "deferral.native", "torch.nn", "ratio", "target", "verdict", "vs target"])
+              ["model", "batch", "way", "deferral.native", "torch.nn", "ratio", "target", "verdict", "vs target",
+               "nn.Module subclass", "ratio to it"])
     for row in results.get("native", []):
         s, target = row["stats"], TARGETS[(row["way"], row["batch"])]
         v, margin = verdict(_ratio(row), target)
+        user = s.get("subclass")
         t.rows.append([row["model"]["label"], str(row["batch"]), row["way"], fmt_time(s["deferral"]["median_s"]),
-                       fmt_time(s["native"]["median_s"]), fmt_ratio(_ratio(row)), f"<= {target}", v, margin])
+                       fmt_time(s["native"]["median_s"]), fmt_ratio(_ratio(row)), f"<= {target}", v, margin,
+                       fmt_time(user["median_s"] if user else None),
+                       fmt_ratio(paired_ratio(s["deferral"], user) if user else None)])
     t.notes.append(
-        "torch.nn is a Sequential of Linear and ReLU holding copies of deferral's weights; 'compiled' is "
-        "torch.compile (inductor) of each side, timed after its warm-up compile. Grad mode is on, as a "
-        "user calls a model; medians of alternating samples on a shared machine."
+        "torch.nn is a Sequential of Linear and ReLU holding copies of deferral's weights (the judged "
+        "reference); 'nn.Module subclass' is the same layers in a class with its own forward, as most "
+        "models are written, shown for information. 'compiled' is torch.compile (inductor) of each side, "
+        "timed after its warm-up compile; torch compiles a torch.nn.Sequential's whole call, but runs a "
+        "user module's __call__ (deferral's, or the subclass's) outside the compiled frame. Grad mode is "
+        "on, as a user calls a model. Times are medians of 21 or more alternating samples on a shared "
+        "machine; a ratio is the median of the per-round ratios (bench._timing.paired_ratio)."
     )
     return t
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Stats", "measure"]
+__all__ = ["PAIRED_REPEATS", "Stats", "measure", "paired_ratio"]
 
 
 @dataclass
@@ -76,6 +76,27 @@ def _sample(fn: Callable[[], Any], number: int, keep_results: bool) -> float:
     return elapsed / number
 
 
+def _calls_per_sample(fn: Callable[[], Any], min_time: float, max_number: int, keep_results: bool) -> int:
+    """How many calls of ``fn`` make a sample last about ``min_time``, after a warm-up call.
+
+    A short call is timed over ten times more calls at each try until the calls last a fifth
+    of ``min_time``: one call alone, taken in a slow moment of a shared machine, can be ten
+    times too long and would leave every sample too short to average the noise out.
+    """
+    once = _sample(fn, 1, keep_results)  # the warm-up (tracing, caches)
+    if once >= min_time:  # a long call, or a warm-up that compiled something: once more
+        once = _sample(fn, 1, keep_results)
+        if once >= min_time:
+            return 1
+    number = 1
+    while True:
+        per_call = _sample(fn, number, keep_results)
+        if per_call * number >= min_time / 5 or number >= max_number:
+            break
+        number = min(max_number, number * 10)
+    return max(1, min(max_number, math.ceil(min_time / max(per_call, 1e-7))))
+
+
 def measure(
     variants: dict[str, Callable[[], Any]],
     repeats: int = 5,
@@ -99,12 +120,23 @@ def measure(
         raise ValueError(f"repeats must be at least 1; received {repeats}")
     stats: dict[str, Stats] = {}
     for name, fn in variants.items():  # warm-up, and the calls per sample
-        once = _sample(fn, 1, keep_results)
-        if once < min_time:  # a short call: warm up once more (tracing, caches) and calibrate on that
-            once = _sample(fn, 1, keep_results)
-        number = 1 if once >= min_time else min(max_number, math.ceil(min_time / max(once, 1e-7)))
-        stats[name] = Stats(number=number)
+        stats[name] = Stats(number=_calls_per_sample(fn, min_time, max_number, keep_results))
     for _ in range(repeats):
         for name, fn in variants.items():
             stats[name].samples.append(_sample(fn, stats[name].number, keep_results))
     return stats
+
+
+#: Samples per variant for rows judged by :func:`paired_ratio` (short calls, a few seconds a row).
+PAIRED_REPEATS = 21
+
+
+def paired_ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> float:
+    """The median, over rounds, of ``ours / theirs`` (two :meth:`Stats.as_dict` results of one
+    :func:`measure` call, whose samples alternate round by round).
+
+    On a shared machine a slow stretch lasts longer than a round and slows both samples of
+    it alike: the ratio of each round cancels it, where a ratio of the two medians does not.
+    """
+    pairs = [a / b for a, b in zip(ours["samples_s"], theirs["samples_s"], strict=True)]
+    return float(statistics.median(pairs))

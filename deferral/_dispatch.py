@@ -13,15 +13,26 @@ from typing import Any
 
 __all__: list[str] = []
 
-# Array type -> op namespace. Cleared when a backend is registered or unregistered.
+# Array type -> op namespace, and the same keyed by ``id(type)`` for the lookup each op call
+# makes (``_by_type`` keeps the types alive, so their ids stay theirs). Keying by the type
+# itself would make ``torch.compile`` add a guard evaluated in Python on every call: the
+# type would be reached through the dict's keys as well as through ``type(x)``.
+# Cleared when a backend is registered or unregistered.
 _by_type: dict[type, Any] = {}
+_by_id: dict[int, Any] = {}
 
 
 def _ops(x: Any) -> Any:
-    ns = _by_type.get(type(x))
+    ns = _by_id.get(id(type(x)))
     if ns is not None:
         return ns
     return _resolve(x)
+
+
+def clear() -> None:
+    """Forget every array type met (a backend was registered or unregistered)."""
+    _by_type.clear()
+    _by_id.clear()
 
 
 def _resolve(x: Any) -> Any:
@@ -36,5 +47,6 @@ def _resolve(x: Any) -> Any:
     for backend in list(registry._backends.values()):
         if backend.is_native(x):
             _by_type[type(x)] = backend.ops
+            _by_id[id(type(x))] = backend.ops
             return backend.ops
     return registry.load_backend(registry.get_backend()).ops

@@ -346,7 +346,7 @@ def _forget(name: str) -> None:
     from . import _dispatch
 
     _backends.pop(name, None)
-    _dispatch._by_type.clear()
+    _dispatch.clear()
 
 
 def set_backend(name: str | None) -> None:

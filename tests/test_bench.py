@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,21 @@ def test_docs_page_and_rerender(tiny: tuple, tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Targets:" in again.stdout
     assert (tmp_path / "p.md").read_text().count("\n### ") == page.count("\n### ")
+
+
+def test_paired_ratio_cancels_a_slow_stretch_that_medians_keep() -> None:
+    """Rounds 3-5 ran on a machine twice as slow for both sides: the ratio of each round is
+    still 1.1, while the ratio of the two medians is not."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench._timing import paired_ratio
+    finally:
+        sys.path.remove(str(ROOT))
+    theirs = [1.0, 1.0, 2.0, 2.0, 2.0, 1.0, 1.0]
+    ours = [1.1 * t for t in theirs]
+    ours[0] = 5.0  # one burst in one sample of one side
+    a, b = {"samples_s": ours}, {"samples_s": theirs}
+    assert paired_ratio(a, b) == pytest.approx(1.1)
+    assert statistics.median(ours) / statistics.median(theirs) == pytest.approx(2.2)
+    with pytest.raises(ValueError):
+        paired_ratio({"samples_s": ours[:-1]}, b)

@@ -558,6 +558,26 @@ def test_compiled_mlp_gives_eager_outputs_and_never_recompiles() -> None:
     assert _frames() == graphs
 
 
+def test_the_compiled_mlp_guards_nothing_in_python() -> None:
+    """Every guard of the compiled chapter MLP is one torch evaluates in C++, as for a torch.nn
+    model: no guard that two paths reach one object (those run as Python on every call). Reads
+    torch 2.13's cache entries (torch._dynamo.eval_frame._debug_get_cache_entry_list)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    torch._dynamo.reset()
+    _, m = native(chapter_mlp)
+    x = torch.randn(1, 20)
+    m(x)
+    compiled = torch.compile(m, backend="eager")
+    for _ in range(3):
+        compiled(x)
+    entries = _debug_get_cache_entry_list(type(m).forward.__code__)
+    assert len(entries) == 1
+    root = entries[0].guard_manager.root
+    assert root.get_epilogue_lambda_guards() == [] and not root.has_object_aliasing_guard()
+    assert entries[0].guard_manager.check({"self": m, "args": (x,), "kwargs": {}})
+
+
 def test_compiling_before_the_first_call_materializes_eagerly() -> None:
     torch._dynamo.reset()
     _net, m = native(chapter_mlp)
@@ -718,6 +738,30 @@ def test_the_sequential_module_calls_its_child_modules_so_their_hooks_run() -> N
     assert seen == ["0", "1", "2"] * 2 and torch.equal(out, again) and torch.equal(again, net(X))
     m[1].register_forward_hook(lambda mod, args, out: out * 0)
     assert torch.equal(m(X), m[2](torch.zeros(4, 8)))  # a hook's output goes on, as in torch.nn.Sequential
+
+
+def test_a_child_replaced_by_another_models_module_computes_that_model() -> None:
+    """The module set in a child's place may be another deferral model's: the call computes
+    that model, not the block it replaced, and setting the original back restores it."""
+    net, m = native()
+    m(X)
+    other = nn.Dense(8, activation="tanh")
+    other.initialize(seed=5, backend="torch")
+    replacement = deferral.native(other)
+    original = m[0]
+    setattr(m, "0", replacement)
+    rest = torch.nn.Sequential(*list(m)[1:])
+    assert torch.equal(m(X), rest(other(X)))
+    setattr(m, "0", original)
+    assert torch.equal(m(X), net(X))
+
+
+def test_a_childs_hook_calling_another_module_leaves_each_computing_its_block() -> None:
+    net, m = native()
+    expected = net(X)
+    side: list[torch.Tensor] = []
+    m[0].register_forward_pre_hook(lambda mod, args: side.append(m[2](torch.ones(1, 8))))
+    assert torch.equal(m(X), expected) and torch.equal(side[0], net[2](torch.ones(1, 8)))
 
 
 def test_a_child_module_replaced_by_an_adapter_is_the_one_called() -> None:

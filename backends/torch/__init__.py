@@ -325,7 +325,11 @@ def deferral_to_native(value: Any, dtype: str | None, device: str) -> torch.Tens
     A ``torch.Tensor`` is returned unchanged. A NumPy array goes to ``device``; a floating one
     is cast to ``dtype`` (the model's), integer and boolean ones keep their dtype.
     """
-    if deferral_is_native(value):
+    # A tensor (or a tensor-like that torch's functions accept through the same protocol) is
+    # taken as it is. Tested on its class rather than with isinstance(value, torch.Tensor):
+    # the op dispatch reads type(value), and torch.compile would guard, in Python on every
+    # call, that two paths to torch.Tensor stay one class.
+    if getattr(type(value), "__torch_function__", None) is not None:
         return value
     import numpy as np
 

@@ -35,7 +35,7 @@ from deferral import Parameter, _lifecycle, ops
 from deferral._native import attach
 from deferral.errors import DeferralError
 from deferral.nn import Block, Dense, Embedding, Sequential
-from deferral.nn._block import native_call, route_calls
+from deferral.nn._block import native_call, route_calls, routed_block
 
 __all__ = ["BackendMismatchError", "DeferralModule", "DenseModule", "EmbeddingModule", "ModuleChangeError",
            "SequentialModule", "StateDictError", "native_module"]
@@ -146,9 +146,10 @@ class DeferralModule(torch.nn.Module):
     _deferral_block: Block
     # Own parameter name -> the deferral Parameter registered under it.
     _deferral_params: dict[str, Parameter]
-    # The block's call state when a call through this module last found the model on torch:
-    # another one (a call on another backend made it) sends the next call through the check.
-    _deferral_seen: Any
+    # The serial of the block's call state when a call through this module last found the
+    # model on torch (0: none yet): another one (a call on another backend made it) sends the
+    # next call through the check.
+    _deferral_seen: int
 
     def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
         # torch.nn.Module's own: a subclass that is also a torch.nn.Linear (DenseModule) has
@@ -156,7 +157,7 @@ class DeferralModule(torch.nn.Module):
         torch.nn.Module.__init__(self)
         object.__setattr__(self, "_deferral_block", block)
         object.__setattr__(self, "_deferral_params", dict(block._params.items()))
-        object.__setattr__(self, "_deferral_seen", None)
+        object.__setattr__(self, "_deferral_seen", 0)
         for name, child in children.items():
             self._modules[name] = child
         self._link()
@@ -289,8 +290,11 @@ class DeferralModule(torch.nn.Module):
         The children run through their modules' ``__call__`` (``deferral.nn._block.native_call``),
         so hooks registered on any module of the tree fire, as in a ``torch.nn`` model.
         """
-        block = self._deferral_block
-        if block._state is None or block._state is not self._deferral_seen:
+        block = routed_block(self)
+        if block is None:  # called directly, not by its parent block
+            block = self._deferral_block
+        state = block._state
+        if state is None or state.serial != self._deferral_seen:
             return _first_call(self, args, kwargs)
         return native_call(block, args, kwargs)
 
@@ -322,7 +326,7 @@ class DeferralModule(torch.nn.Module):
     # -- copies ----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_deferral_seen"] = None  # a call state is never copied (the block's is not either)
+        state["_deferral_seen"] = 0  # a call state is never copied (the block's is not either)
         # The block carries the values (deferral's Parameter pickles them); the registered
         # tensors are found again from it.
         for slots in ("_parameters", "_buffers"):
@@ -333,7 +337,7 @@ class DeferralModule(torch.nn.Module):
         super().__setstate__(state)
         block = self._deferral_block
         object.__setattr__(self, "_deferral_params", {})
-        object.__setattr__(self, "_deferral_seen", None)
+        object.__setattr__(self, "_deferral_seen", 0)
         if block._native is None:
             attach(block, self, "torch")
         route_calls(block, self)
@@ -451,7 +455,8 @@ def _first_call(module: DeferralModule, args: tuple[Any, ...], kwargs: dict[str,
             f"force_reinit=True)), or use the model itself on {backend!r}."
         )
     out = native_call(block, args, kwargs)
-    object.__setattr__(module, "_deferral_seen", block._state)
+    state = block._state
+    object.__setattr__(module, "_deferral_seen", 0 if state is None else state.serial)
     return out
 
 

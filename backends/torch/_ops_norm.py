@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, is_grad_enabled, no_grad, var_mean
 
 from deferral import opkit, ops
 
@@ -21,6 +21,10 @@ __all__ = list(ops.NORM_OPS)  # every op of the family, nothing else
 
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
+
+# The functions below call torch's through names bound here, never as ``torch.<name>`` at call
+# time: ``torch.compile`` reaching the ``torch`` module through two modules' globals (this one's
+# and ``_ops``'s) adds a guard evaluated in Python on every call.
 
 
 def batch_norm(x: Tensor, mean: Tensor, var: Tensor, gamma: Tensor | None, beta: Tensor | None,
@@ -31,19 +35,20 @@ def batch_norm(x: Tensor, mean: Tensor, var: Tensor, gamma: Tensor | None, beta:
     (running statistics); batch statistics computed from ``x`` are applied with explicit
     arithmetic, so the gradient also flows through them, as batch normalization requires.
     """
-    if not (torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad)):
+    if not (is_grad_enabled() and (mean.requires_grad or var.requires_grad)):
         return F.batch_norm(x, mean, var, gamma, beta, training=False, momentum=0.0, eps=eps)
-    return opkit.batch_norm(x, mean, var, gamma, beta, eps, torch.rsqrt, torch.reshape)
+    return opkit.batch_norm(x, mean, var, gamma, beta, eps, rsqrt, _reshape)
 
 
 def moments(x: Tensor, axes: Sequence[int], keepdims: bool = False) -> tuple[Tensor, Tensor]:
     """Mean and biased variance over ``axes``."""
-    var, mean = torch.var_mean(x, dim=tuple(axes), correction=0, keepdim=keepdims)
+    var, mean = var_mean(x, dim=tuple(axes), correction=0, keepdim=keepdims)
     return mean, var
 
 
 sqrt = torch.sqrt
 rsqrt = torch.rsqrt
+_reshape = torch.reshape
 
 
 def take(weight: Tensor, indices: Tensor) -> Tensor:
@@ -78,6 +83,6 @@ def assign(target: Tensor, value: Any) -> None:
     """
     from ._distributed import assign_shard
 
-    with torch.no_grad():
+    with no_grad():
         if not assign_shard(target, value):
             target.copy_(value)

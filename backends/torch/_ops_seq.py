@@ -16,21 +16,25 @@ from deferral import ops
 
 __all__ = list(ops.SEQ_OPS)  # every op of the family, nothing else
 
+# torch's functions are called through names bound here (see ``_ops_norm``).
+_split, _stack, _unbind, _as_tensor, _where, _zeros = (torch.split, torch.stack, torch.unbind, torch.as_tensor,
+                                                      torch.where, torch.zeros)
+_bool = torch.bool
 
 
 def split(x: Tensor, sections: int, axis: int = -1) -> list[Tensor]:
     """``sections`` equal parts of ``x`` along ``axis`` (views; the core checks divisibility)."""
-    return list(torch.split(x, x.shape[axis] // sections, dim=axis))
+    return list(_split(x, x.shape[axis] // sections, dim=axis))
 
 
 def stack(arrays: Sequence[Tensor], axis: int = 0) -> Tensor:
     """Join tensors of one shape along a new axis."""
-    return torch.stack(tuple(arrays), dim=axis)
+    return _stack(tuple(arrays), dim=axis)
 
 
 def unstack(x: Tensor, axis: int = 0) -> list[Tensor]:
     """The slices of ``x`` along ``axis`` (views), the axis removed."""
-    return list(torch.unbind(x, dim=axis))
+    return list(_unbind(x, dim=axis))
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
@@ -41,14 +45,14 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     """
     device = a.device if isinstance(a, Tensor) else b.device if isinstance(b, Tensor) else None
     if not isinstance(condition, Tensor):
-        condition = torch.as_tensor(condition, device=device)
-    if condition.dtype != torch.bool:
+        condition = _as_tensor(condition, device=device)
+    if condition.dtype != _bool:
         condition = condition != 0
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-        a = torch.as_tensor(a, device=device)
-    return torch.where(condition, a, b)
+        a = _as_tensor(a, device=device)
+    return _where(condition, a, b)
 
 
 def zeros(shape: Sequence[int], like: Tensor) -> Tensor:
     """Zeros of ``shape`` with the dtype and device of ``like`` (never requiring grad)."""
-    return torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
+    return _zeros(tuple(shape), dtype=like.dtype, device=like.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -82,6 +83,8 @@ class _NativeCalls(threading.local):
     """
 
     entered: Block | None = None
+    # The block whose call was just sent to its own container (routed_block() takes it).
+    routed: Block | None = None
 
 
 # Native containers that see every block call (torch: each child runs through its module's
@@ -102,22 +105,41 @@ def route_calls(block: Block, container: Callable[..., Any]) -> None:
     For a backend's native container (:func:`deferral.native`) that must see each child's
     call, such as a ``torch.nn.Module`` whose hooks fire in its ``__call__``: inside
     :func:`native_call`, ``block(*args)`` becomes ``container(*args)``, which must compute by
-    calling :func:`native_call` on ``block`` in turn. Calls outside a native call (``net(x)``)
-    are not routed and cost nothing more.
+    calling :func:`native_call` on ``block`` in turn (the block it is for: when ``container``
+    is the block's own native container, :func:`routed_block` gives it). Calls outside a
+    native call (``net(x)``) are not routed and cost nothing more.
     """
     global _routing
     object.__setattr__(block, "_route", container)
+    object.__setattr__(block, "_route_is_native", container is block._native)
     _routing = True
+
+
+def routed_block(container: Any) -> Block | None:
+    """The block whose call was just routed to ``container``, its own native container, else
+    ``None`` (a direct call of the container).
+
+    The container can then compute that block without reading its own reference to it: two
+    paths to one object cost ``torch.compile`` a guard evaluated in Python on every call.
+    """
+    block = _calls.routed
+    if block is not None and block._route is container and block._route_is_native:
+        _calls.routed = None
+        return block
+    return None
 
 
 def native_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call ``block`` as its native container's call: the block computes, and its descendants
     run through their containers (:func:`route_calls`). A plain function (no context manager),
     so ``torch.compile`` traces it."""
+    state = block._state
+    if state is not None and state.leaf:  # a leaf calls no other block: nothing to route
+        return block._compute(args, kwargs)
     outer = _calls.entered
     _calls.entered = block
     try:
-        return block(*args, **kwargs)
+        return block._compute(args, kwargs)
     finally:
         _calls.entered = outer
 
@@ -126,13 +148,24 @@ class _NotNative(TypeError):
     """An argument the bound backend cannot take as it is (a TensorSpec, another framework's array)."""
 
 
+_serials = itertools.count(1)
+
+
 class _CallState:
-    """What a block's fast path needs once all its parameters exist: the input converter."""
+    """What a block's fast path needs once all its parameters exist: the input converter.
 
-    __slots__ = ("convert",)
+    ``serial`` numbers call states process-wide, so a native container can tell whether the
+    state it last checked is still the block's by comparing two ints (which ``torch.compile``
+    guards in C++, where comparing the objects would need a Python guard). ``leaf``: the block
+    has no children (a change of children drops the state), so its calls route nothing.
+    """
 
-    def __init__(self, convert: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> None:
+    __slots__ = ("convert", "leaf", "serial")
+
+    def __init__(self, convert: Callable[[tuple[Any, ...]], tuple[Any, ...]], leaf: bool) -> None:
         self.convert = convert
+        self.leaf = leaf
+        self.serial = next(_serials)
 
 
 class Block:
@@ -175,8 +208,10 @@ class Block:
     # The framework's own object for this model (deferral.native), and the backend it is for.
     _native: Any
     _native_backend: str | None
-    # What calls of this block run through inside a native container's call (route_calls).
+    # What calls of this block run through inside a native container's call (route_calls),
+    # and whether that is the block's own native container.
     _route: Callable[..., Any] | None
+    _route_is_native: bool
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", {})
@@ -187,6 +222,7 @@ class Block:
         object.__setattr__(self, "_native", None)
         object.__setattr__(self, "_native_backend", None)
         object.__setattr__(self, "_route", None)
+        object.__setattr__(self, "_route_is_native", False)
         object.__setattr__(self, "_training", False)
 
     @property
@@ -478,10 +514,17 @@ class Block:
         return f"{type(self).__name__} {self._path!r}" if self._path else type(self).__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _routing and self._route is not None:  # inside a native call: through the container
+        if _routing:  # inside a native call, another block's: through this block's container
             entered = _calls.entered
             if entered is not None and entered is not self:
-                return self._route(*args, **kwargs)
+                route = self._route
+                if route is not None:
+                    _calls.routed = self
+                    return route(*args, **kwargs)
+        return self._compute(args, kwargs)
+
+    def _compute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The call itself: the fast path once the block has a call state, else the slow one."""
         state = self._state
         if state is not None:
             try:
@@ -540,7 +583,7 @@ class Block:
             if all(p.initialized for p in params):
                 for p in params:
                     p._owners.add(self)
-                object.__setattr__(self, "_state", _CallState(convert))
+                object.__setattr__(self, "_state", _CallState(convert, not self._children))
         return out
 
     def _build(self, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -637,6 +680,7 @@ class Block:
         state = dict(self.__dict__)
         state["_state"] = None
         state["_native"] = state["_native_backend"] = state["_route"] = None
+        state["_route_is_native"] = False
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -644,6 +688,7 @@ class Block:
             state["_training"] = state.pop("training")
         state.setdefault("_native_backend", None)
         state.setdefault("_route", None)
+        state.setdefault("_route_is_native", False)
         self.__dict__.update(state)
 
     def _extra_repr(self) -> str:
@@ -661,22 +706,33 @@ class Block:
 
 
 def _input_converter(block: Block, backend: Any, dtype: str | None, device: str | None) -> Any:
-    """Build the function that turns call arguments into the backend's arrays."""
-    to_native = backend.to_native
+    """Build the function that turns call arguments into the backend's arrays.
+
+    Runs on every call: it calls the backend's ``deferral_to_native`` implementation itself (no
+    pluggy dispatch) and has a path of its own for the usual single argument.
+    """
+    to_native = backend._to_native
     device = device or backend.info.default_device
     name = block.describe()
 
+    def refuse(arg: Any) -> _NotNative:
+        if isinstance(arg, TensorSpec):
+            return _NotNative(f"{name}: a TensorSpec takes the shape-only path")
+        return _NotNative(_not_native(name, backend.name, arg))
+
     def convert(args: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not args:
-            return args
+        if len(args) == 1:
+            arg = args[0]
+            native = None if arg is None or isinstance(arg, TensorSpec) else to_native(arg, dtype, device)
+            if native is None:
+                raise refuse(arg)
+            return args if native is arg else (native,)
         out = []
         for i, arg in enumerate(args):
-            if type(arg) is TensorSpec:
-                raise _NotNative(f"{name}: a TensorSpec takes the shape-only path")
-            native = None if arg is None else to_native(arg, dtype, device)
+            native = None if arg is None or isinstance(arg, TensorSpec) else to_native(arg, dtype, device)
             if native is None:
-                if i == 0:
-                    raise _NotNative(_not_native(name, backend.name, arg))
+                if i == 0 or isinstance(arg, TensorSpec):
+                    raise refuse(arg)
                 native = arg
             out.append(native)
         return tuple(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import init as _init
-from .. import ops
+from .._dispatch import _ops as _namespace
 from ..errors import ShapeMismatchError
 from ..parameter import Parameter
 from ._activations import ActivationLike, attach_activation, describe_activation
@@ -91,7 +91,7 @@ class Dense(Block):
         self.weight.complete((self.units, features), where)
 
     def forward(self, x: Any) -> Any:
-        F = ops._ops(x)
+        F = _namespace(x)
         if len(F.shape(x)) < 2:  # the backends' linear would take a vector
             self.build(F.shape(x))
         require_float(self, x)
