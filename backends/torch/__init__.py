@@ -322,8 +322,9 @@ def _parameter(values: torch.Tensor, trainable: bool) -> torch.nn.Parameter:
 def deferral_to_native(value: Any, dtype: str | None, device: str) -> torch.Tensor | None:
     """Return a tensor for a forward-pass input, or ``None`` for a non-array.
 
-    A ``torch.Tensor`` is returned unchanged. A NumPy array goes to ``device``; a floating one
-    is cast to ``dtype`` (the model's), integer and boolean ones keep their dtype.
+    A ``torch.Tensor`` (or a tensor-like object whose class implements ``__torch_function__``,
+    which torch's functions accept) is returned unchanged. A NumPy array goes to ``device``; a
+    floating one is cast to ``dtype`` (the model's), integer and boolean ones keep their dtype.
     """
     # A tensor (or a tensor-like that torch's functions accept through the same protocol) is
     # taken as it is. Tested on its class rather than with isinstance(value, torch.Tensor):
