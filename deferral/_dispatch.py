@@ -13,13 +13,12 @@ from typing import Any
 
 __all__: list[str] = []
 
-# Array type -> op namespace, and the same keyed by ``id(type)`` for the lookup each op call
-# makes (``_by_type`` keeps the types alive, so their ids stay theirs). Keying by the type
-# itself would make ``torch.compile`` add a guard evaluated in Python on every call: the
-# type would be reached through the dict's keys as well as through ``type(x)``.
-# Cleared when a backend is registered or unregistered.
-_by_type: dict[type, Any] = {}
+# ``id(array type)`` -> op namespace, for the lookup each op call makes; ``_kept`` holds the
+# types met, so their ids stay theirs. Keying by the type itself would make ``torch.compile``
+# add a guard evaluated in Python on every call: the type would be reached through the dict's
+# keys as well as through ``type(x)``. Cleared when a backend is registered or unregistered.
 _by_id: dict[int, Any] = {}
+_kept: set[type] = set()
 
 
 def _ops(x: Any) -> Any:
@@ -31,8 +30,8 @@ def _ops(x: Any) -> Any:
 
 def clear() -> None:
     """Forget every array type met (a backend was registered or unregistered)."""
-    _by_type.clear()
     _by_id.clear()
+    _kept.clear()
 
 
 def _resolve(x: Any) -> Any:
@@ -46,7 +45,7 @@ def _resolve(x: Any) -> Any:
         return SHAPE_OPS
     for backend in list(registry._backends.values()):
         if backend.is_native(x):
-            _by_type[type(x)] = backend.ops
+            _kept.add(type(x))
             _by_id[id(type(x))] = backend.ops
             return backend.ops
     return registry.load_backend(registry.get_backend()).ops
