@@ -558,24 +558,43 @@ def test_compiled_mlp_gives_eager_outputs_and_never_recompiles() -> None:
     assert _frames() == graphs
 
 
-def test_the_compiled_mlp_guards_nothing_in_python() -> None:
-    """Every guard of the compiled chapter MLP is one torch evaluates in C++, as for a torch.nn
-    model: no guard that two paths reach one object (those run as Python on every call). Reads
-    torch 2.13's cache entries (torch._dynamo.eval_frame._debug_get_cache_entry_list)."""
+def compiled_mlp_entry() -> tuple[nn.Block, DeferralModule, Any, Any]:
+    """The chapter MLP's module compiled and called three times (each checked against the
+    model's own call), with the one cache entry torch made for it: its guards and the code run
+    around the graph. Reads torch 2.13's cache entries
+    (``torch._dynamo.eval_frame._debug_get_cache_entry_list``)."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     torch._dynamo.reset()
-    _, m = native(chapter_mlp)
+    net, m = native(chapter_mlp)
     x = torch.randn(1, 20)
     m(x)
     compiled = torch.compile(m, backend="eager")
     for _ in range(3):
-        compiled(x)
-    entries = _debug_get_cache_entry_list(type(m).forward.__code__)
-    assert len(entries) == 1
-    root = entries[0].guard_manager.root
+        assert torch.equal(compiled(x), net(x))
+    (entry,) = _debug_get_cache_entry_list(type(m).forward.__code__)
+    return net, m, x, entry
+
+
+def test_the_compiled_mlp_guards_nothing_in_python() -> None:
+    """Every guard of the compiled chapter MLP is one torch evaluates in C++, as for a torch.nn
+    model: no guard that two paths reach one object (those run as Python on every call)."""
+    _, m, x, entry = compiled_mlp_entry()
+    root = entry.guard_manager.root
     assert root.get_epilogue_lambda_guards() == [] and not root.has_object_aliasing_guard()
-    assert entries[0].guard_manager.check({"self": m, "args": (x,), "kwargs": {}})
+    assert entry.guard_manager.check({"self": m, "args": (x,), "kwargs": {}})
+
+
+def test_the_compiled_mlp_writes_no_python_state() -> None:
+    """What a traced call writes to Python objects, dynamo writes again in Python after the
+    graph on every call: the compiled chapter MLP writes nothing (its code around the graph
+    stores no attribute)."""
+    import dis
+
+    entry = compiled_mlp_entry()[3]
+    ops = [(i.opname, i.argval) for i in dis.get_instructions(entry.code)]
+    assert any(name == "CALL" for name, _ in ops)  # the graph's call: the code read is the right one
+    assert [op for op in ops if op[0] == "STORE_ATTR" or op[1] == "object_setattr_ignore_descriptor"] == []
 
 
 def test_compiling_before_the_first_call_materializes_eagerly() -> None:
@@ -738,6 +757,36 @@ def test_the_sequential_module_calls_its_child_modules_so_their_hooks_run() -> N
     assert seen == ["0", "1", "2"] * 2 and torch.equal(out, again) and torch.equal(again, net(X))
     m[1].register_forward_hook(lambda mod, args, out: out * 0)
     assert torch.equal(m(X), m[2](torch.zeros(4, 8)))  # a hook's output goes on, as in torch.nn.Sequential
+
+
+def test_a_sequential_subclass_with_its_own_forward_routes_through_the_child_modules() -> None:
+    """A Sequential whose class has its own forward computes that forward; its children still
+    run through their modules (hooks fire), as in any deferral model's module."""
+
+    class Twice(nn.Sequential):
+        def forward(self, x: Any) -> Any:
+            for block in self._children.values():
+                x = block(block(x)) if block is self[1] else block(x)
+            return x
+
+    net = Twice([nn.Dense(4, activation="relu"), nn.Dense(4), nn.Dense(2)])
+    net.initialize(seed=3, backend="torch")
+    m = deferral.native(net)
+    seen: list[str] = []
+    for name in ("0", "1", "2"):
+        m.get_submodule(name).register_forward_pre_hook(lambda mod, args, name=name: seen.append(name))
+    out = m(X)
+    assert seen == ["0", "1", "1", "2"] and torch.equal(out, net(X))
+    assert torch.equal(out, net[2](net[1](net[1](net[0](X)))))
+
+
+def test_a_child_module_deleted_from_the_sequential_module_leaves_the_block_computing() -> None:
+    """Deleting a child module (``del m._modules[name]``) changes no deferral block: the call
+    still computes every block, the one without a module as it is."""
+    net, m = native()
+    expected = m(X)
+    del m._modules["1"]
+    assert torch.equal(m(X), expected) and torch.equal(m(X), net(X))
 
 
 def test_a_child_replaced_by_another_models_module_computes_that_model() -> None:

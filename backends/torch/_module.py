@@ -41,6 +41,16 @@ __all__ = ["BackendMismatchError", "DeferralModule", "DenseModule", "EmbeddingMo
            "SequentialModule", "StateDictError", "native_module"]
 
 
+def _native_args(args: tuple[Any, ...]) -> bool:
+    """A lone tensor (or tensor-like, by the input converter's own test): what the converter
+    would pass on unchanged, so the call skips it and ``torch.compile`` guards nothing of it.
+
+    Tested on the class, as the converter does: ``isinstance(x, torch.Tensor)`` would reach
+    ``torch.Tensor`` by a second path, which ``torch.compile`` guards in Python on every call.
+    """
+    return len(args) == 1 and getattr(type(args[0]), "__torch_function__", None) is not None
+
+
 class StateDictError(DeferralError, RuntimeError):
     """A state dict cannot be loaded into a deferral module; nothing was changed.
 
@@ -296,7 +306,7 @@ class DeferralModule(torch.nn.Module):
         state = block._state
         if state is None or state.serial != self._deferral_seen:
             return _first_call(self, args, kwargs)
-        return native_call(block, args, kwargs)
+        return native_call(block, args, kwargs, _native_args(args))
 
     # -- deferred parameters -------------------------------------------------------------
     def has_uninitialized_params(self) -> bool:
@@ -359,6 +369,25 @@ class SequentialModule(DeferralModule):
     the hooks torch's tools put on them run: FSDP2's gathering of a ``fully_shard``-ed layer's
     parameters, tensor parallelism's input and output redistribution.
     """
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """As :meth:`DeferralModule.forward`; the usual call of a plain ``Sequential`` (one
+        input) runs each child's module in turn, as ``torch.nn.Sequential`` does, so no child
+        call needs routing (:func:`deferral.nn._block.route_calls`)."""
+        block = routed_block(self)
+        if block is None:
+            block = self._deferral_block
+        state = block._state
+        if state is None or state.serial != self._deferral_seen:
+            return _first_call(self, args, kwargs)
+        if len(args) != 1 or kwargs or type(block).forward is not Sequential.forward:
+            return native_call(block, args, kwargs, _native_args(args))
+        x = args[0]
+        modules = self._modules
+        for name, child in block._children.items():  # the block's order
+            module = modules.get(name)  # a child's module replaced is the new one
+            x = child(x) if module is None else module(x)  # (removed: the block alone)
+        return x
 
     def __len__(self) -> int:
         return len(self._modules)

@@ -129,17 +129,23 @@ def routed_block(container: Any) -> Block | None:
     return None
 
 
-def native_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def native_call(block: Block, args: tuple[Any, ...], kwargs: dict[str, Any],
+                native: bool = False) -> Any:
     """Call ``block`` as its native container's call: the block computes, and its descendants
     run through their containers (:func:`route_calls`). A plain function (no context manager),
-    so ``torch.compile`` traces it."""
+    so ``torch.compile`` traces it.
+
+    ``native``: the container checked that every positional argument is already the bound
+    backend's array, which the input converter would pass unchanged, so it is skipped (what
+    ``torch.compile`` traces of a call is then what it guards on every call).
+    """
     state = block._state
     if state is not None and state.leaf:  # a leaf calls no other block: nothing to route
-        return block._compute(args, kwargs)
+        return block._compute(args, kwargs, native)
     outer = _calls.entered
     _calls.entered = block
     try:
-        return block._compute(args, kwargs)
+        return block._compute(args, kwargs, native)
     finally:
         _calls.entered = outer
 
@@ -523,12 +529,13 @@ class Block:
                     return route(*args, **kwargs)
         return self._compute(args, kwargs)
 
-    def _compute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The call itself: the fast path once the block has a call state, else the slow one."""
+    def _compute(self, args: tuple[Any, ...], kwargs: dict[str, Any], native: bool = False) -> Any:
+        """The call itself: the fast path once the block has a call state, else the slow one.
+        ``native``: the arguments are the bound backend's arrays already (see :func:`native_call`)."""
         state = self._state
         if state is not None:
             try:
-                out = self.forward(*state.convert(args), **kwargs)
+                out = self.forward(*(args if native else state.convert(args)), **kwargs)
             except _NotNative:
                 return self._slow_call(args, kwargs)
             except Exception as exc:
