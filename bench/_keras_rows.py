@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import _models
 from bench._report import TARGETS, Table, fmt_ratio, fmt_time, verdict
-from bench._timing import measure_paired, paired_ratio
+from bench._timing import PAIRED_REPEATS, measure, paired_ratio
 
 __all__ = ["run", "table", "verdicts"]
 
@@ -65,7 +65,8 @@ def run(specs: list[_models.MLP], cfg: dict[str, Any], repeats: int,
                 variants = {"deferral": lambda: a(x), "native": lambda: b(x)}  # noqa: B023
                 if way.startswith("tf.function"):
                     variants["block"] = lambda: block(x)  # noqa: B023
-                stats = measure_paired(variants, repeats, cfg["paired_budget"], cfg["min_time"])
+                stats = measure(variants, repeats=max(repeats, PAIRED_REPEATS), min_time=cfg["min_time"],
+                                keep_results=False)
                 rows.append({"model": spec.to_dict(), "batch": batch, "way": way, "max_abs_diff": diff,
                              "stats": {name: s.as_dict() for name, s in stats.items()}})
     return rows
@@ -96,8 +97,8 @@ def table(rows: list[dict[str, Any]]) -> Table:
         "predict step) or one tf.function calling model(x), traced once. The hand-written model is "
         "keras.Sequential([Input, Dense, ...]) given deferral's weights (kernels transposed); outputs "
         "are checked to agree. 'block alone' is the deferral block in a tf.function without Keras, so "
-        "'keras/block' is what the Keras wrapping costs. Times are medians of 21 to 201 alternating "
-        "samples of about 10 ms on a shared, noisy machine; the ratio is the median of the per-round ratios."
+        "'keras/block' is what the Keras wrapping costs. Times are medians of 21 or more alternating "
+        "samples on a shared, noisy machine; the ratio is the median of the per-round ratios."
     )
     return t
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import _models
 from bench._report import Table, fmt_ratio, fmt_time, verdict
-from bench._timing import measure_paired, paired_ratio
+from bench._timing import PAIRED_REPEATS, measure, paired_ratio
 
 __all__ = ["TARGETS", "run", "table", "verdicts"]
 
@@ -61,8 +61,8 @@ def _pair(ours: Any, theirs: Any, subclass: Any, x: Any, cfg: dict[str, Any], re
         diff = float((ours(x) - other(x)).abs().max())
         if not diff <= 1e-4:
             raise AssertionError(f"native rows: the deferral module and {name} disagree (max |diff| {diff:g})")
-    stats = measure_paired({"deferral": lambda: ours(x), "native": lambda: theirs(x), "subclass": lambda: subclass(x)},
-                           repeats, cfg["paired_budget"], cfg["min_time"])
+    stats = measure({"deferral": lambda: ours(x), "native": lambda: theirs(x), "subclass": lambda: subclass(x)},
+                    repeats=max(repeats, PAIRED_REPEATS), min_time=cfg["min_time"], keep_results=False)
     return {name: s.as_dict() for name, s in stats.items()}
 
 
@@ -115,8 +115,8 @@ def table(results: dict[str, Any]) -> Table:
         "models are written, shown for information. 'compiled' is torch.compile (inductor) of each side, "
         "timed after its warm-up compile; torch compiles a torch.nn.Sequential's whole call, but runs a "
         "user module's __call__ (deferral's, or the subclass's) outside the compiled frame. Grad mode is "
-        "on, as a user calls a model. Times are medians of 21 to 201 alternating samples of about 10 ms on a "
-        "shared machine; a ratio is the median of the per-round ratios (bench._timing.paired_ratio)."
+        "on, as a user calls a model. Times are medians of 21 or more alternating samples on a shared "
+        "machine; a ratio is the median of the per-round ratios (bench._timing.paired_ratio)."
     )
     return t
 

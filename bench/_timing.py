@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PAIRED_REPEATS", "Stats", "measure", "measure_paired", "paired_ratio"]
+__all__ = ["PAIRED_REPEATS", "Stats", "measure", "paired_ratio"]
 
 
 @dataclass
@@ -76,10 +76,8 @@ def _sample(fn: Callable[[], Any], number: int, keep_results: bool) -> float:
     return elapsed / number
 
 
-def _calls_per_sample(fn: Callable[[], Any], min_time: float, max_number: int,
-                      keep_results: bool) -> tuple[int, float]:
-    """How many calls of ``fn`` make a sample last about ``min_time``, after a warm-up call,
-    and the seconds per call that count was made from.
+def _calls_per_sample(fn: Callable[[], Any], min_time: float, max_number: int, keep_results: bool) -> int:
+    """How many calls of ``fn`` make a sample last about ``min_time``, after a warm-up call.
 
     A short call is timed over ten times more calls at each try until the calls last a fifth
     of ``min_time``: one call alone, taken in a slow moment of a shared machine, can be ten
@@ -89,14 +87,14 @@ def _calls_per_sample(fn: Callable[[], Any], min_time: float, max_number: int,
     if once >= min_time:  # a long call, or a warm-up that compiled something: once more
         once = _sample(fn, 1, keep_results)
         if once >= min_time:
-            return 1, once
+            return 1
     number = 1
     while True:
         per_call = _sample(fn, number, keep_results)
         if per_call * number >= min_time / 5 or number >= max_number:
             break
         number = min(max_number, number * 10)
-    return max(1, min(max_number, math.ceil(min_time / max(per_call, 1e-7)))), per_call
+    return max(1, min(max_number, math.ceil(min_time / max(per_call, 1e-7))))
 
 
 def measure(
@@ -105,8 +103,6 @@ def measure(
     min_time: float = 0.05,
     max_number: int = 10_000,
     keep_results: bool = True,
-    budget: float | None = None,
-    max_repeats: int | None = None,
 ) -> dict[str, Stats]:
     """Time each variant ``repeats`` times, alternating between variants, after one warm-up.
 
@@ -119,46 +115,20 @@ def measure(
         max_number: upper bound on calls per sample.
         keep_results: keep every result of a sample until its clock stops (materialization:
             freeing is not timed) instead of dropping each at once (forward passes).
-        budget: seconds the samples may take in all: more rounds than ``repeats`` while the
-            budget allows (estimated from the warm-up), at most ``max_repeats``.
-        max_repeats: the most rounds ``budget`` may give.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1; received {repeats}")
     stats: dict[str, Stats] = {}
-    round_s = 0.0
     for name, fn in variants.items():  # warm-up, and the calls per sample
-        number, per_call = _calls_per_sample(fn, min_time, max_number, keep_results)
-        stats[name] = Stats(number=number)
-        round_s += number * per_call
-    if budget is not None:
-        allowed = int(budget / max(round_s, 1e-9))
-        repeats = max(repeats, min(allowed, max_repeats if max_repeats is not None else allowed))
+        stats[name] = Stats(number=_calls_per_sample(fn, min_time, max_number, keep_results))
     for _ in range(repeats):
         for name, fn in variants.items():
             stats[name].samples.append(_sample(fn, stats[name].number, keep_results))
     return stats
 
 
-#: Rows judged by :func:`paired_ratio` (:func:`measure_paired`): at least this many rounds.
+#: Samples per variant for rows judged by :func:`paired_ratio` (short calls, a few seconds a row).
 PAIRED_REPEATS = 21
-#: ... and as many more as the row's budget allows, up to this many.
-PAIRED_MAX_REPEATS = 201
-#: ... of samples of about this many seconds each.
-PAIRED_SAMPLE_S = 0.01
-
-
-def measure_paired(variants: dict[str, Callable[[], Any]], repeats: int, budget: float,
-                   min_time: float = PAIRED_SAMPLE_S) -> dict[str, Stats]:
-    """:func:`measure` for rows judged by :func:`paired_ratio` (short forward calls, results
-    dropped at once): samples of about :data:`PAIRED_SAMPLE_S` (or ``min_time`` if shorter),
-    in as many rounds as ``budget`` seconds allow, at least ``max(repeats, PAIRED_REPEATS)``.
-
-    On a shared machine 21 rounds of 50 ms samples left the same row 1.00 in one run and
-    1.16 in the next; 100 or more rounds of 10 ms agree within about 1% from run to run.
-    """
-    return measure(variants, repeats=max(repeats, PAIRED_REPEATS), min_time=min(min_time, PAIRED_SAMPLE_S),
-                   keep_results=False, budget=budget, max_repeats=PAIRED_MAX_REPEATS)
 
 
 def paired_ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> float:

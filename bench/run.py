@@ -52,15 +52,15 @@ TEMPLATE = Path(__file__).resolve().parent / "performance_template.md"
 #: ``quick`` scales model (b) and the sweep down, ``tiny`` exists for the harness's own test.
 SCALES: dict[str, dict[str, Any]] = {
     "full": {"b": 4096, "sweep": (128, 256, 512, 1024, 2048, 4096), "depth": 6, "repeats": 5,
-             "sweep_repeats": 3, "import_runs": 11, "min_time": 0.05, "paired_budget": 4.0,
+             "sweep_repeats": 3, "import_runs": 11, "min_time": 0.05,
              "memory_variants": ("deferral", "deferred", "native"), "resnet_width": 64, "rates_side": 4096,
              "gpt2": True},
     "quick": {"b": 1024, "sweep": (128, 256, 512, 1024), "depth": 6, "repeats": 3,
-              "sweep_repeats": 3, "import_runs": 5, "min_time": 0.02, "paired_budget": 1.5,
+              "sweep_repeats": 3, "import_runs": 5, "min_time": 0.02,
               "memory_variants": ("deferral", "native"), "resnet_width": 64, "rates_side": 2048,
               "gpt2": True},
     "tiny": {"b": 64, "sweep": (16, 32), "depth": 2, "repeats": 2, "sweep_repeats": 2,
-             "import_runs": 1, "min_time": 0.002, "paired_budget": 0.05, "memory_variants": ("deferral", "native"),
+             "import_runs": 1, "min_time": 0.002, "memory_variants": ("deferral", "native"),
              "resnet_width": 8, "rates_side": 256, "gpt2": False},
 }
 BATCHES = (1, 256)
