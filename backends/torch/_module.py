@@ -306,6 +306,10 @@ class DeferralModule(torch.nn.Module):
         state = block._state
         if state is None or state.serial != self._deferral_seen:
             return _first_call(self, args, kwargs)
+        return self._deferral_compute(block, args, kwargs)
+
+    def _deferral_compute(self, block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A steady-state call: the block computes (:func:`deferral.nn._block.native_call`)."""
         return native_call(block, args, kwargs, _native_args(args))
 
     # -- deferred parameters -------------------------------------------------------------
@@ -370,23 +374,18 @@ class SequentialModule(DeferralModule):
     parameters, tensor parallelism's input and output redistribution.
     """
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """As :meth:`DeferralModule.forward`; the usual call of a plain ``Sequential`` (one
-        input) runs each child's module in turn, as ``torch.nn.Sequential`` does, so no child
-        call needs routing (:func:`deferral.nn._block.route_calls`)."""
-        block = routed_block(self)
-        if block is None:
-            block = self._deferral_block
-        state = block._state
-        if state is None or state.serial != self._deferral_seen:
-            return _first_call(self, args, kwargs)
+    def _deferral_compute(self, block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The usual call of a plain ``Sequential`` (one input) runs each child's module in
+        turn, as ``torch.nn.Sequential`` does, so no child call needs routing
+        (:func:`deferral.nn._block.route_calls`); any other call is the block's own."""
         if len(args) != 1 or kwargs or type(block).forward is not Sequential.forward:
-            return native_call(block, args, kwargs, _native_args(args))
+            return super()._deferral_compute(block, args, kwargs)
         x = args[0]
         modules = self._modules
         for name, child in block._children.items():  # the block's order
             module = modules.get(name)  # a child's module replaced is the new one
-            x = child(x) if module is None else module(x)  # (removed: the block alone)
+            # a child whose module was deleted from the module tree computes on its own
+            x = child(x) if module is None else module(x)
         return x
 
     def __len__(self) -> int:
