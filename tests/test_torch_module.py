@@ -444,6 +444,30 @@ def test_load_state_dict_assign_hands_the_tensors_to_deferral() -> None:
     assert np.array_equal(net.get_weights()[0], state["0.weight"].numpy())
 
 
+def test_a_tensor_deferral_refuses_leaves_the_module_as_it_was() -> None:
+    """Assigning or registering a tensor of the wrong shape (a Dense weight, a BatchNorm scale
+    or running statistic, or one written into ``_parameters`` as torch.func does) raises
+    deferral's error naming the parameter, and the module still shows the block's tensors."""
+    net, m = native()
+    m(X)
+    before = [t.clone() for t in m.state_dict().values()]
+    attempts = [
+        lambda: setattr(m[0], "weight", torch.nn.Parameter(torch.zeros(3, 3))),
+        lambda: m[0].register_parameter("bias", torch.nn.Parameter(torch.zeros(2))),
+        lambda: setattr(m[1], "gamma", torch.nn.Parameter(torch.zeros(2))),
+        lambda: setattr(m[1], "running_mean", torch.zeros(3)),
+        lambda: m[1]._parameters.__setitem__("beta", torch.nn.Parameter(torch.zeros(5))),
+    ]
+    for attempt in attempts:
+        with pytest.raises(deferral.errors.ShapeMismatchError, match=r"Parameter '\d\.\w+': expected shape"):
+            attempt()
+    for key, tensor in m.state_dict(keep_vars=True).items():
+        layer, name = key.split(".")
+        assert tensor is getattr(net[int(layer)], name).data(), key
+    assert all(torch.equal(a, b) for a, b in zip(before, m.state_dict().values()))
+    assert torch.equal(m(X), net(X))
+
+
 def test_functional_call_runs_with_the_given_tensors() -> None:
     net, m = native()
     m(X)
@@ -595,6 +619,113 @@ def test_the_compiled_mlp_writes_no_python_state() -> None:
     ops = [(i.opname, i.argval) for i in dis.get_instructions(entry.code)]
     assert any(name == "CALL" for name, _ in ops)  # the graph's call: the code read is the right one
     assert [op for op in ops if op[0] == "STORE_ATTR" or op[1] == "object_setattr_ignore_descriptor"] == []
+
+
+def test_the_compiled_mlp_reads_torchs_objects_only() -> None:
+    """A steady call of the chapter MLP's module is torch.nn's: the compiled call guards the
+    modules, their parameter dicts and tensors, and nothing of deferral's blocks, parameters,
+    call states or op dispatch, and the tensors it fetches are the registered ones."""
+    net, m, x, entry = compiled_mlp_entry()
+    guards = str(entry.guard_manager)
+    for deferral_object in ("_deferral_block", "deferral.parameter.Parameter", "_CallState", "_dispatch", "_by_id"):
+        assert deferral_object not in guards, deferral_object
+    assert "L['self']._modules['0']._parameters['weight']" in guards
+    assert all(type(sub._parameters) is dict for sub in m.children())  # torch's own dicts
+    assert torch.equal(m(x), net(x))
+
+
+def test_a_dense_module_computes_as_torch_nn_linear_and_its_activation() -> None:
+    """A materialized Dense module's call is torch.nn.Linear's forward, then the backend's own
+    activation: the bits the block's call gives, for every activation kind."""
+    for activation in ("relu", "sigmoid", "tanh", "silu", ("leaky_relu", 0.2), None, lambda v: deferral.ops.multiply(v, 2.0)):
+        layer = nn.Dense(4, activation=activation)
+        layer.initialize(seed=1, backend="torch")
+        m = deferral.native(layer)
+        x = torch.randn(3, 6)
+        assert torch.equal(m(x), layer(x)), activation
+        assert m._deferral_fast
+    relu = nn.Dense(4, activation="relu")
+    relu.initialize(seed=0, backend="torch")
+    relu_module = deferral.native(relu)
+    relu_module(torch.randn(1, 2))
+    assert relu_module._deferral_act is torch.relu
+
+
+def test_a_dense_module_that_cannot_be_torchs_linear_computes_the_block() -> None:
+    """A Dense subclass with its own forward, and an activation that is a block of its own (its
+    module's hooks fire), take the block's call; so do inputs the block refuses, with its errors."""
+
+    class Doubled(nn.Dense):
+        def forward(self, x: Any) -> Any:
+            return deferral.ops.multiply(super().forward(x), 2.0)
+
+    layer = Doubled(3)
+    layer.initialize(seed=0, backend="torch")
+    m = deferral.native(layer)
+    x = torch.randn(2, 5)
+    assert torch.equal(m(x), layer(x)) and not m._deferral_fast
+
+    class Gate(nn.Block):
+        def forward(self, x: Any) -> Any:
+            return deferral.ops.multiply(x, deferral.ops.sigmoid(x))
+
+    gated = nn.Dense(3, activation=Gate())
+    gated.initialize(seed=0, backend="torch")
+    gm = deferral.native(gated)
+    seen = []
+    gm.activation.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    assert torch.equal(gm(x), gated(x)) and seen == [(2, 3)] and not gm._deferral_fast
+
+    plain = nn.Dense(3)
+    plain.initialize(seed=0, backend="torch")
+    dense = deferral.native(plain)
+    dense(x)
+    with pytest.raises(ValueError, match="rank >= 2"):
+        dense(torch.randn(5))
+    with pytest.raises(deferral.errors.ShapeMismatchError, match="expected 5 input features"):
+        dense(torch.randn(2, 4))
+    with pytest.raises(TypeError, match="Dense"):
+        dense(torch.ones(2, 5, dtype=torch.int64))
+    assert torch.equal(dense(x.numpy()), dense(x))  # a NumPy array: the block converts it
+
+
+def test_a_running_functional_call_gives_the_dense_modules_their_values() -> None:
+    """While a ``deferral.functional`` call runs, a module called inside it computes with the
+    values it was given, as the blocks do."""
+    net = nn.Sequential([nn.Dense(4, activation="relu"), nn.Dense(2)])
+
+    class Caller(nn.Block):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = net
+
+        def forward(self, x: Any) -> Any:
+            return deferral.native(self.inner)(x)
+
+    caller = Caller()
+    caller.initialize(seed=0, backend="torch")
+    x = torch.randn(3, 5)
+    expected = caller(x)
+    apply, params = deferral.functional(caller)
+    zeros = {k: torch.zeros_like(v) for k, v in params.items()}
+    assert torch.equal(apply(zeros, x), torch.zeros(3, 2))
+    assert torch.equal(caller(x), expected)
+
+
+def test_a_sequential_module_follows_its_blocks_changes() -> None:
+    """After a layer is added to the block, or the model initialized again, the module's next
+    call computes the new model (its call state was dropped, so the call is checked again)."""
+    net, m = native(chapter_mlp)
+    x = torch.randn(2, 20)
+    m(x)
+    assert m._deferral_fast
+    net.add(nn.Dense(4))
+    assert not m._deferral_fast
+    net[2].initialize(seed=1, backend="torch")
+    assert m(x).shape == (2, 4) and torch.equal(m(x), net(x)) and m._deferral_fast
+    net.initialize(seed=9, backend="torch", force_reinit=True)
+    assert not m._deferral_fast
+    assert torch.equal(m(x), net(x))
 
 
 def test_compiling_before_the_first_call_materializes_eagerly() -> None:

@@ -18,23 +18,29 @@ statistics) as buffers. The two sides stay in step both ways:
 
 The forward pass is the block's call: the first one materializes exactly as ``net(x)`` would
 (outside any compiler's trace), later ones run the block's fast path, which ``torch.compile``
-traces without graph breaks.
+traces without graph breaks. Once materialized, the modules of the two layers torch has its
+own of compute as torch's do, so a compiled call reads nothing of deferral: a ``Sequential``'s
+calls its child modules in turn (:class:`SequentialModule`), a ``Dense``'s is
+``torch.nn.Linear``'s forward and the activation (:class:`DenseModule`), bit for bit what the
+blocks compute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.nn.modules.module import _IncompatibleKeys
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
-from deferral import Parameter, _lifecycle, ops
+from deferral import Parameter, _functional, _lifecycle, ops
 from deferral._native import attach
 from deferral.errors import DeferralError
 from deferral.nn import Block, Dense, Embedding, Sequential
+from deferral.nn._activations import activation_on
 from deferral.nn._block import native_call, route_calls, routed_block
 
 __all__ = ["BackendMismatchError", "DeferralModule", "DenseModule", "EmbeddingModule", "ModuleChangeError",
@@ -103,6 +109,10 @@ def _become(param: Parameter) -> torch.Tensor:
     return waiting
 
 
+_linear_forward = torch.nn.Linear.forward
+_ABSENT = object()
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -126,11 +136,11 @@ class _Slots(dict[str, Any]):
         self._owner = weakref.ref(owner)
 
     def __setitem__(self, name: str, tensor: Any) -> None:
-        super().__setitem__(name, tensor)
         owner = self._owner()
         param = None if owner is None else owner._deferral_params.get(name)
         if param is not None and isinstance(tensor, torch.Tensor):
-            _adopt(param, tensor)
+            _adopt(param, tensor)  # first: a tensor deferral refuses changes nothing
+        super().__setitem__(name, tensor)
 
     def __reduce__(self) -> Any:  # pickled as the plain dict it is
         return dict, (dict(self),)
@@ -153,6 +163,11 @@ class DeferralModule(torch.nn.Module):
     ``to()``, hooks, ``torch.compile``, ``torch.export``, DDP. Its repr shows the block types.
     """
 
+    #: Whether ``_parameters`` and ``_buffers`` hand every write to deferral as it happens
+    #: (:class:`_Slots`). A module whose steady forward pass reads them instead (as
+    #: :class:`DenseModule` does) keeps torch's plain dicts: ``torch.compile`` fetches a dict
+    #: subclass's tensors in Python on every call.
+    _deferral_relays: ClassVar[bool] = True
     _deferral_block: Block
     # Own parameter name -> the deferral Parameter registered under it.
     _deferral_params: dict[str, Parameter]
@@ -174,8 +189,9 @@ class DeferralModule(torch.nn.Module):
 
     def _link(self) -> None:
         """Register every own parameter's current tensor and watch the parameters."""
-        object.__setattr__(self, "_parameters", _Slots(self, self._parameters))
-        object.__setattr__(self, "_buffers", _Slots(self, self._buffers))
+        if self._deferral_relays:
+            object.__setattr__(self, "_parameters", _Slots(self, self._parameters))
+            object.__setattr__(self, "_buffers", _Slots(self, self._buffers))
         self._sync_params()
 
     def _sync_params(self) -> None:
@@ -230,11 +246,47 @@ class DeferralModule(torch.nn.Module):
         # torch converts a parameter in place (``param.data = converted``), which no dict
         # write shows: hand every own tensor over again (a no-op where nothing changed).
         super()._apply(fn, recurse)
-        for name, param in self._deferral_params.items():
-            tensor = (self._parameters if param.trainable else self._buffers).get(name)
-            if tensor is not None:
-                _adopt(param, tensor)
+        self._hand_over()
         return self
+
+    def _hand_over(self, name: str | None = None, *, values_only: bool = False) -> None:
+        """Hand deferral the tensor registered for each own parameter (or for ``name`` only)
+        that is not its storage yet (a no-op where nothing changed); ``values_only``: not a
+        placeholder (whose dtype or device only a conversion changes)."""
+        for own, param in self.__dict__.get("_deferral_params", {}).items():
+            if name is None or own == name:
+                tensor = (self._parameters if param.trainable else self._buffers).get(own)
+                if isinstance(tensor, torch.Tensor) and not (values_only and is_lazy(tensor)):
+                    _adopt(param, tensor)
+
+    @contextlib.contextmanager
+    def _kept(self, name: str) -> Iterator[None]:
+        """Registering a tensor as ``name``: if deferral refuses it (a shape the parameter
+        cannot have), the module's entry is put back, so nothing has changed."""
+        before = [(slots, slots.get(name, _ABSENT)) for slots in (self._parameters, self._buffers)]
+        try:
+            yield
+        except BaseException:
+            for slots, tensor in before:
+                if tensor is _ABSENT:
+                    dict.pop(slots, name, None)
+                else:
+                    dict.__setitem__(slots, name, tensor)
+            raise
+
+    def register_parameter(self, name: str, param: torch.nn.Parameter | None) -> None:
+        """As torch's (tensor parallelism registers its sharded parameters so); for one of the
+        block's parameters, the new tensor becomes its storage, or, refused, changes nothing."""
+        with self._kept(name):
+            super().register_parameter(name, param)
+            self._hand_over(name)
+
+    def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        """As torch's; for one of the block's parameters, the new tensor becomes its storage,
+        or, refused, changes nothing."""
+        with self._kept(name):
+            super().register_buffer(name, tensor, persistent)
+            self._hand_over(name)
 
     def reset_parameters(self) -> None:
         """Regenerate the initial values of this module's parameters and buffers (and its
@@ -277,7 +329,12 @@ class DeferralModule(torch.nn.Module):
                 f"torch.nn.Module, not by {type(value).__name__}. Remove the block from the deferral "
                 "model instead."
             )
-        super().__setattr__(name, value)
+        if block is None or name not in self._deferral_params:
+            super().__setattr__(name, value)
+        else:  # module.weight = ...: deferral takes the tensor, or nothing changes
+            with self._kept(name):
+                super().__setattr__(name, value)
+                self._hand_over(name)
         if child is not None:
             route_calls(child, value)
 
@@ -306,11 +363,11 @@ class DeferralModule(torch.nn.Module):
         state = block._state
         if state is None or state.serial != self._deferral_seen:
             return _first_call(self, args, kwargs)
-        return self._deferral_compute(block, args, kwargs)
-
-    def _deferral_compute(self, block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A steady-state call: the block computes (:func:`deferral.nn._block.native_call`)."""
         return native_call(block, args, kwargs, _native_args(args))
+
+    def _deferral_steady(self) -> None:
+        """After a call went through the check (:func:`_first_call`), or a parameter changed:
+        a kind with a path of its own decides whether its calls may take it."""
 
     # -- deferred parameters -------------------------------------------------------------
     def has_uninitialized_params(self) -> bool:
@@ -341,6 +398,8 @@ class DeferralModule(torch.nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_deferral_seen"] = 0  # a call state is never copied (the block's is not either)
+        for derived in ("_deferral_fast", "_deferral_act", "_deferral_count"):  # found again
+            state.pop(derived, None)
         # The block carries the values (deferral's Parameter pickles them); the registered
         # tensors are found again from it.
         for slots in ("_parameters", "_buffers"):
@@ -372,21 +431,45 @@ class SequentialModule(DeferralModule):
     Inside its call each child runs through its own module (see :class:`DeferralModule`), so
     the hooks torch's tools put on them run: FSDP2's gathering of a ``fully_shard``-ed layer's
     parameters, tensor parallelism's input and output redistribution.
+
+    Once the model has all its values, a call of a plain ``Sequential`` with one input is
+    ``torch.nn.Sequential``'s: each child module in turn (a child module replaced with
+    ``setattr`` is the one called), with nothing of deferral in between, which is what
+    ``torch.compile`` then sees. Any other call is the block's: the first one, a subclass with
+    its own ``forward``, several inputs, a module tree whose children no longer match the
+    block's (one deleted from ``_modules``, or one added).
     """
 
-    def _deferral_compute(self, block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The usual call of a plain ``Sequential`` (one input) runs each child's module in
-        turn, as ``torch.nn.Sequential`` does, so no child call needs routing
-        (:func:`deferral.nn._block.route_calls`); any other call is the block's own."""
-        if len(args) != 1 or kwargs or type(block).forward is not Sequential.forward:
-            return super()._deferral_compute(block, args, kwargs)
-        x = args[0]
+    # Whether a call may run the child modules in turn, and how many they were then.
+    _deferral_fast: bool = False
+    _deferral_count: int = -1
+
+    def _deferral_steady(self) -> None:
+        block = self._deferral_block
+        fast = (block._state is not None and type(block).forward is Sequential.forward
+                and list(self._modules) == list(block._children))
+        object.__setattr__(self, "_deferral_fast", fast)
+        object.__setattr__(self, "_deferral_count", len(self._modules))
+
+    def call_state_dropped(self) -> None:
+        """The block's call state is gone (called by the core): the next call is checked."""
+        object.__setattr__(self, "_deferral_fast", False)
+
+    def block_changed(self) -> None:
+        super().block_changed()
+        self.call_state_dropped()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Each child module in turn, as ``torch.nn.Sequential``, or the block's call (see
+        the class)."""
         modules = self._modules
-        for name, child in block._children.items():  # the block's order
-            module = modules.get(name)  # a child's module replaced is the new one
-            # a child whose module was deleted from the module tree computes on its own
-            x = child(x) if module is None else module(x)
-        return x
+        if self._deferral_fast and len(args) == 1 and not kwargs and len(modules) == self._deferral_count:
+            routed_block(self)  # a call its parent block routed here: taken
+            x = args[0]
+            for module in modules.values():
+                x = module(x)
+            return x
+        return super().forward(*args, **kwargs)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -408,14 +491,63 @@ class DenseModule(DeferralModule, torch.nn.Linear):
     ``(units, in_units)``), and its ``bias`` is ``None`` without one, so tools that recognise
     a linear layer by its class work on it unchanged: tensor parallelism's
     ``ColwiseParallel``/``RowwiseParallel`` (``parallelize_module``), quantization and adapter
-    libraries. Everything else is :class:`DeferralModule`'s: the forward pass is the block's
-    (the activation, if any, applied after the linear map), and the tensors are the block's own.
+    libraries. The tensors are the block's own.
+
+    Once its parameters have values, a call with a tensor is ``torch.nn.Linear``'s own forward
+    pass, then the activation (the backend's own function for ``relu``, ``sigmoid``, ``tanh``):
+    what ``Dense.forward`` computes, bit for bit, and what ``torch.compile`` sees of a
+    ``torch.nn.Linear``. It reads the registered tensors, so a tool that swaps them in
+    ``_parameters`` for a call (``torch.func.functional_call``) is obeyed as by torch's own
+    modules. Every other call is the block's (:class:`DeferralModule`): the first one, which
+    materializes, one with an input the block refuses (its error names the layer), a
+    ``Dense`` subclass with its own ``forward``, an activation that is a block of its own.
     """
+
+    _deferral_relays = False
+    # Whether a call may be torch.nn.Linear's forward, and the activation it applies then.
+    _deferral_fast: bool = False
+    _deferral_act: Any = None
 
     def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
         super().__init__(block, children)
         if "bias" not in self._deferral_params:
             dict.__setitem__(self._parameters, "bias", None)  # as torch.nn.Linear(bias=False)
+
+    def parameter_changed(self, param: Parameter) -> None:
+        super().parameter_changed(param)
+        self._deferral_steady()
+
+    def _sync_params(self) -> None:
+        super()._sync_params()
+        self._deferral_steady()
+
+    def _deferral_steady(self) -> None:
+        """Decide whether calls may be ``torch.nn.Linear``'s: every own parameter has its
+        tensor registered, and the block computes nothing ``Dense.forward`` does not."""
+        block, fast, act = self._deferral_block, False, None
+        if isinstance(block, Dense) and type(block).forward is Dense.forward and not block._children:
+            registered = [(self._parameters if p.trainable else self._buffers).get(name)
+                          for name, p in self._deferral_params.items()]
+            fast = bool(registered) and all(t is not None and not is_lazy(t) for t in registered)
+            act = activation_on(block._act, registered[0]) if fast else None
+        object.__setattr__(self, "_deferral_fast", fast)
+        object.__setattr__(self, "_deferral_act", act)
+
+    def forward(self, x: Any) -> Any:
+        """``torch.nn.Linear``'s forward pass and the activation, or the block's call (see the
+        class)."""
+        routed_block(self)  # a call its parent block sent here: taken
+        # (while a deferral.functional call runs, the block's call reads the values it gives)
+        if self._deferral_fast and not _functional.active and isinstance(x, torch.Tensor) and x.dim() >= 2:
+            try:
+                y = _linear_forward(self, x)
+            except Exception:  # the block's call says what is wrong
+                pass
+            else:
+                act = self._deferral_act
+                return y if act is None else act(y)
+        self._hand_over(values_only=True)  # the block computes with what torch holds
+        return DeferralModule.forward(self, x)
 
     @property
     def in_features(self) -> int:
@@ -485,6 +617,7 @@ def _first_call(module: DeferralModule, args: tuple[Any, ...], kwargs: dict[str,
     out = native_call(block, args, kwargs)
     state = block._state
     object.__setattr__(module, "_deferral_seen", 0 if state is None else state.serial)
+    module._deferral_steady()
     return out
 
 

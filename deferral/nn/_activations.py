@@ -107,6 +107,11 @@ class _Pointwise(Block):
         """The activation itself (what a layer's ``activation`` argument calls)."""
         raise NotImplementedError
 
+    def on(self, F: Any) -> Callable[[Any], Any]:
+        """:meth:`apply` for the arrays of the backend whose ops are ``F``: the backend's own
+        function where the activation is one op (``F.relu``), else :meth:`apply` itself."""
+        return self.apply
+
     def _args(self) -> dict[str, Any]:
         return {}
 
@@ -121,6 +126,9 @@ class ReLU(_Pointwise):
 
     def apply(self, x: Any) -> Any:
         return _namespace(x).relu(x)
+
+    def on(self, F: Any) -> Callable[[Any], Any]:
+        return F.relu
 
 
 class ReLU6(_Pointwise):
@@ -284,6 +292,9 @@ class Sigmoid(_Pointwise):
     def apply(self, x: Any) -> Any:
         return _namespace(x).sigmoid(x)
 
+    def on(self, F: Any) -> Callable[[Any], Any]:
+        return F.sigmoid
+
 
 class Tanh(_Pointwise):
     """Hyperbolic tangent."""
@@ -292,6 +303,9 @@ class Tanh(_Pointwise):
 
     def apply(self, x: Any) -> Any:
         return _namespace(x).tanh(x)
+
+    def on(self, F: Any) -> Callable[[Any], Any]:
+        return F.tanh
 
 
 class Softmax(_Pointwise):
@@ -386,6 +400,30 @@ def attach_activation(layer: Block, spec: ActivationLike, where: str) -> Callabl
     if isinstance(spec, Block) and not isinstance(spec, _Pointwise):
         layer.activation = spec
     return fn
+
+
+def activation_on(fn: Callable[[Any], Any] | None, like: Any) -> Callable[[Any], Any] | None:
+    """``fn``, a layer's resolved activation (:func:`activation_fn`), for arrays like ``like``:
+    the backend's own function where ``fn`` applies a built-in one-op activation (``torch.relu``
+    for a torch tensor), else ``fn``. For a native container that calls it itself, so a compiler
+    tracing the call sees the framework's function and nothing of the dispatch.
+
+    Example:
+        >>> import numpy as np
+        >>> from deferral import nn
+        >>> from deferral.nn._activations import activation_on
+        >>> activation_on(nn.activation_fn("relu"), np.zeros(1)).__name__
+        'relu'
+    """
+    owner = getattr(fn, "__self__", None)
+    if not isinstance(owner, _Pointwise) or getattr(fn, "__func__", None) is not type(owner).apply:
+        return fn
+    cls = type(owner)
+    # on() is the op only where the class that gives it also gives apply (a subclass that
+    # changes apply keeps it)
+    if next(c for c in cls.__mro__ if "on" in vars(c)) is not next(c for c in cls.__mro__ if "apply" in vars(c)):
+        return fn
+    return owner.on(_namespace(like))
 
 
 def describe_activation(spec: ActivationLike) -> str:

@@ -546,7 +546,14 @@ class Block:
         return self._slow_call(args, kwargs)
 
     def _drop_call_state(self) -> None:
+        """Forget the call state (the next call takes the slow path); a native container that
+        keeps its own view of it is told (its ``call_state_dropped()``)."""
         object.__setattr__(self, "_state", None)
+        native = self._native
+        if native is not None and native is not self:
+            dropped = getattr(native, "call_state_dropped", None)
+            if dropped is not None:
+                dropped()
 
     def _structure_changed(self) -> None:
         """A child or parameter was added, replaced or removed: drop the call state, and let the
