@@ -154,3 +154,29 @@ def test_integer_input_to_a_dense_layer_is_refused_on_numpy() -> None:
     with pytest.raises(InputDtypeError, match=r"Dense: expected a floating input .* dtype int64.*Embedding"):
         layer(np.arange(6).reshape(2, 3))
     assert layer.weight.shape == (2, -1)  # nothing was built
+
+
+def test_activation_on_gives_the_backends_own_op_only_for_the_one_op_activations() -> None:
+    """``activation_on``: ``relu``/``sigmoid``/``tanh`` become the backend's function (which
+    computes what ``apply`` does); a composite activation, a user function, and a subclass that
+    changes ``apply`` keep what the layer would call."""
+    from deferral.nn._activations import activation_on
+
+    like = np.zeros(1, "float32")
+    F = deferral.load_backend("numpy").ops
+    for name, op in (("relu", F.relu), ("sigmoid", F.sigmoid), ("tanh", F.tanh)):
+        fn = nn.activation_fn(name)
+        assert activation_on(fn, like) is op
+        x = np.linspace(-3, 3, 7, dtype="float32")
+        assert np.array_equal(op(x), fn(x))
+
+    class Shifted(nn.ReLU):
+        def apply(self, x: Any) -> Any:
+            return ops.add(super().apply(x), 1.0)
+
+    silu, own = nn.activation_fn("silu"), nn.activation_fn(lambda v: ops.multiply(v, 2.0))
+    shifted = Shifted().apply
+    assert activation_on(silu, like) is not None and activation_on(silu, like).__func__ is nn.SiLU.apply
+    assert activation_on(own, like) is own and activation_on(None, like) is None
+    assert activation_on(shifted, like) == shifted
+    assert float(activation_on(shifted, like)(np.array([-1.0]))[0]) == 1.0

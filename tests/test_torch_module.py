@@ -643,12 +643,12 @@ def test_a_dense_module_computes_as_torch_nn_linear_and_its_activation() -> None
         m = deferral.native(layer)
         x = torch.randn(3, 6)
         assert torch.equal(m(x), layer(x)), activation
-        assert m._deferral_fast
+        assert m._deferral_then is not False
     relu = nn.Dense(4, activation="relu")
     relu.initialize(seed=0, backend="torch")
     relu_module = deferral.native(relu)
     relu_module(torch.randn(1, 2))
-    assert relu_module._deferral_act is torch.relu
+    assert relu_module._deferral_then is torch.relu
 
 
 def test_a_dense_module_that_cannot_be_torchs_linear_computes_the_block() -> None:
@@ -663,7 +663,7 @@ def test_a_dense_module_that_cannot_be_torchs_linear_computes_the_block() -> Non
     layer.initialize(seed=0, backend="torch")
     m = deferral.native(layer)
     x = torch.randn(2, 5)
-    assert torch.equal(m(x), layer(x)) and not m._deferral_fast
+    assert torch.equal(m(x), layer(x)) and m._deferral_then is False
 
     class Gate(nn.Block):
         def forward(self, x: Any) -> Any:
@@ -674,7 +674,7 @@ def test_a_dense_module_that_cannot_be_torchs_linear_computes_the_block() -> Non
     gm = deferral.native(gated)
     seen = []
     gm.activation.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
-    assert torch.equal(gm(x), gated(x)) and seen == [(2, 3)] and not gm._deferral_fast
+    assert torch.equal(gm(x), gated(x)) and seen == [(2, 3)] and gm._deferral_then is False
 
     plain = nn.Dense(3)
     plain.initialize(seed=0, backend="torch")
@@ -687,6 +687,42 @@ def test_a_dense_module_that_cannot_be_torchs_linear_computes_the_block() -> Non
     with pytest.raises(TypeError, match="Dense"):
         dense(torch.ones(2, 5, dtype=torch.int64))
     assert torch.equal(dense(x.numpy()), dense(x))  # a NumPy array: the block converts it
+
+
+def test_calls_in_threads_while_the_model_is_initialized_again_always_apply_the_activation() -> None:
+    """Four threads call the module while a fifth initializes the model again and again: every
+    output is a whole call's (the ReLU applied, the right shape), and no call raises."""
+    import threading
+
+    net = nn.Sequential([nn.Dense(16, activation="relu")])
+    net.initialize(seed=0, backend="torch")
+    m = deferral.native(net)
+    x = torch.randn(8, 5)
+    m(x)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def call() -> None:
+        while not stop.is_set():
+            try:
+                out = m(x)
+                if out.shape != (8, 16) or bool((out < 0).any()):
+                    failures.append(f"bad output {tuple(out.shape)}")
+            except Exception as exc:  # recorded: the test fails on it
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for seed in range(1, 40):
+            net.initialize(seed=seed, backend="torch", force_reinit=True)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert failures == [] and not any(t.is_alive() for t in threads)
+    assert torch.equal(m(x), net(x))
 
 
 def test_a_running_functional_call_gives_the_dense_modules_their_values() -> None:
@@ -718,13 +754,13 @@ def test_a_sequential_module_follows_its_blocks_changes() -> None:
     net, m = native(chapter_mlp)
     x = torch.randn(2, 20)
     m(x)
-    assert m._deferral_fast
+    assert m._deferral_count == 2
     net.add(nn.Dense(4))
-    assert not m._deferral_fast
+    assert m._deferral_count == -1
     net[2].initialize(seed=1, backend="torch")
-    assert m(x).shape == (2, 4) and torch.equal(m(x), net(x)) and m._deferral_fast
+    assert m(x).shape == (2, 4) and torch.equal(m(x), net(x)) and m._deferral_count == 3
     net.initialize(seed=9, backend="torch", force_reinit=True)
-    assert not m._deferral_fast
+    assert m._deferral_count == -1
     assert torch.equal(m(x), net(x))
 
 

@@ -398,7 +398,7 @@ class DeferralModule(torch.nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_deferral_seen"] = 0  # a call state is never copied (the block's is not either)
-        for derived in ("_deferral_fast", "_deferral_act", "_deferral_count"):  # found again
+        for derived in ("_deferral_then", "_deferral_count"):  # found again from the block
             state.pop(derived, None)
         # The block carries the values (deferral's Parameter pickles them); the registered
         # tensors are found again from it.
@@ -440,20 +440,19 @@ class SequentialModule(DeferralModule):
     block's (one deleted from ``_modules``, or one added).
     """
 
-    # Whether a call may run the child modules in turn, and how many they were then.
-    _deferral_fast: bool = False
+    # How many child modules a call may run in turn (-1: calls are the block's). One attribute,
+    # so a call in another thread never sees half a change.
     _deferral_count: int = -1
 
     def _deferral_steady(self) -> None:
         block = self._deferral_block
         fast = (block._state is not None and type(block).forward is Sequential.forward
                 and list(self._modules) == list(block._children))
-        object.__setattr__(self, "_deferral_fast", fast)
-        object.__setattr__(self, "_deferral_count", len(self._modules))
+        object.__setattr__(self, "_deferral_count", len(self._modules) if fast else -1)
 
     def call_state_dropped(self) -> None:
         """The block's call state is gone (called by the core): the next call is checked."""
-        object.__setattr__(self, "_deferral_fast", False)
+        object.__setattr__(self, "_deferral_count", -1)
 
     def block_changed(self) -> None:
         super().block_changed()
@@ -463,7 +462,7 @@ class SequentialModule(DeferralModule):
         """Each child module in turn, as ``torch.nn.Sequential``, or the block's call (see
         the class)."""
         modules = self._modules
-        if self._deferral_fast and len(args) == 1 and not kwargs and len(modules) == self._deferral_count:
+        if len(args) == 1 and not kwargs and len(modules) == self._deferral_count:
             routed_block(self)  # a call its parent block routed here: taken
             x = args[0]
             for module in modules.values():
@@ -504,9 +503,10 @@ class DenseModule(DeferralModule, torch.nn.Linear):
     """
 
     _deferral_relays = False
-    # Whether a call may be torch.nn.Linear's forward, and the activation it applies then.
-    _deferral_fast: bool = False
-    _deferral_act: Any = None
+    # What a call applies after torch.nn.Linear's forward: nothing (None) or the activation;
+    # False: calls are the block's. One attribute, so a call in another thread never sees
+    # half a change.
+    _deferral_then: Any = False
 
     def __init__(self, block: Block, children: Mapping[str, DeferralModule]) -> None:
         super().__init__(block, children)
@@ -524,28 +524,28 @@ class DenseModule(DeferralModule, torch.nn.Linear):
     def _deferral_steady(self) -> None:
         """Decide whether calls may be ``torch.nn.Linear``'s: every own parameter has its
         tensor registered, and the block computes nothing ``Dense.forward`` does not."""
-        block, fast, act = self._deferral_block, False, None
+        block = self._deferral_block
+        then: Any = False  # the block's calls
         if isinstance(block, Dense) and type(block).forward is Dense.forward and not block._children:
             registered = [(self._parameters if p.trainable else self._buffers).get(name)
                           for name, p in self._deferral_params.items()]
-            fast = bool(registered) and all(t is not None and not is_lazy(t) for t in registered)
-            act = activation_on(block._act, registered[0]) if fast else None
-        object.__setattr__(self, "_deferral_fast", fast)
-        object.__setattr__(self, "_deferral_act", act)
+            if registered and all(t is not None and not is_lazy(t) for t in registered):
+                then = activation_on(block._act, registered[0])
+        object.__setattr__(self, "_deferral_then", then)
 
     def forward(self, x: Any) -> Any:
         """``torch.nn.Linear``'s forward pass and the activation, or the block's call (see the
         class)."""
         routed_block(self)  # a call its parent block sent here: taken
         # (while a deferral.functional call runs, the block's call reads the values it gives)
-        if self._deferral_fast and not _functional.active and isinstance(x, torch.Tensor) and x.dim() >= 2:
+        then = self._deferral_then
+        if then is not False and not _functional.active and isinstance(x, torch.Tensor) and x.dim() >= 2:
             try:
                 y = _linear_forward(self, x)
             except Exception:  # the block's call says what is wrong
                 pass
             else:
-                act = self._deferral_act
-                return y if act is None else act(y)
+                return y if then is None else then(y)
         self._hand_over(values_only=True)  # the block computes with what torch holds
         return DeferralModule.forward(self, x)
 
