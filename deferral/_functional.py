@@ -104,6 +104,19 @@ def _entered(scope: _Scope) -> Iterator[None]:
             active -= 1
 
 
+@contextlib.contextmanager
+def substituted(values: Mapping[Parameter, Any]) -> Iterator[None]:
+    """Run the block calls inside with ``values`` in place of those parameters' own, changing
+    nothing (as ``apply`` does): for a native container whose framework swapped arrays in for
+    one call (``torch.func.functional_call``). Inside a running functional call, its values stay.
+    """
+    if not values or _scope.get() is not None:
+        yield
+        return
+    with _entered(_Scope(dict(values), {p: p.path for p in values})):
+        yield
+
+
 def functional(block: Block) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The model as a pure function and its current parameter values.
 

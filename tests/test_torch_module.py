@@ -477,6 +477,23 @@ def test_functional_call_runs_with_the_given_tensors() -> None:
     assert m[0].weight is net[0].weight.data() and m[0].weight.abs().sum() > 0
 
 
+def test_functional_call_through_the_blocks_path_changes_nothing() -> None:
+    """A functional call whose input the modules' own paths do not take (a NumPy array: the
+    block converts it; a vector: the block refuses it) computes with the given tensors or
+    raises the block's error, and the model keeps its own tensors either way."""
+    net, m = native(chapter_mlp)
+    x = torch.randn(2, 20)
+    expected = m(x)
+    own = [p.data() for p in net.collect_params().values()]
+    zeros = {k: torch.zeros_like(v) for k, v in m.named_parameters()}
+    out = torch.func.functional_call(m, zeros, (x.numpy(),))
+    assert torch.equal(out, torch.zeros(2, 10))
+    with pytest.raises(ValueError, match="Dense '0': expected input of rank >= 2"):
+        torch.func.functional_call(m, zeros, (torch.randn(20),))
+    assert [p.data() for p in net.collect_params().values()] == own
+    assert m[0].weight is own[0] and torch.equal(m(x), expected) and torch.equal(net(x), expected)
+
+
 def test_a_child_of_a_users_module_gets_gradients_through_both() -> None:
     net = deferral.models.resnet18(num_classes=16)
     net.initialize(seed=0, backend="torch")

@@ -249,14 +249,13 @@ class DeferralModule(torch.nn.Module):
         self._hand_over()
         return self
 
-    def _hand_over(self, name: str | None = None, *, values_only: bool = False) -> None:
+    def _hand_over(self, name: str | None = None) -> None:
         """Hand deferral the tensor registered for each own parameter (or for ``name`` only)
-        that is not its storage yet (a no-op where nothing changed); ``values_only``: not a
-        placeholder (whose dtype or device only a conversion changes)."""
+        that is not its storage yet (a no-op where nothing changed)."""
         for own, param in self.__dict__.get("_deferral_params", {}).items():
             if name is None or own == name:
                 tensor = (self._parameters if param.trainable else self._buffers).get(own)
-                if isinstance(tensor, torch.Tensor) and not (values_only and is_lazy(tensor)):
+                if isinstance(tensor, torch.Tensor):
                     _adopt(param, tensor)
 
     @contextlib.contextmanager
@@ -497,9 +496,11 @@ class DenseModule(DeferralModule, torch.nn.Linear):
     what ``Dense.forward`` computes, bit for bit, and what ``torch.compile`` sees of a
     ``torch.nn.Linear``. It reads the registered tensors, so a tool that swaps them in
     ``_parameters`` for a call (``torch.func.functional_call``) is obeyed as by torch's own
-    modules. Every other call is the block's (:class:`DeferralModule`): the first one, which
-    materializes, one with an input the block refuses (its error names the layer), a
-    ``Dense`` subclass with its own ``forward``, an activation that is a block of its own.
+    modules. Every other call is the block's (:class:`DeferralModule`), computing with the
+    registered tensors too (:func:`deferral._functional.substituted`): the first one, which
+    materializes, one with a NumPy array or an input the block refuses (its error names the
+    layer), a ``Dense`` subclass with its own ``forward``, an activation that is a block of
+    its own.
     """
 
     _deferral_relays = False
@@ -546,8 +547,16 @@ class DenseModule(DeferralModule, torch.nn.Linear):
                 pass
             else:
                 return y if then is None else then(y)
-        self._hand_over(values_only=True)  # the block computes with what torch holds
-        return DeferralModule.forward(self, x)
+        # The block computes with what torch holds: tensors a tool swapped in for a call count
+        # for this call only (torch.func.functional_call puts the model's own back itself).
+        swapped = {}
+        for own, param in self._deferral_params.items():
+            tensor = (self._parameters if param.trainable else self._buffers).get(own)
+            if isinstance(tensor, torch.Tensor) and not is_lazy(tensor) and param.initialized and (
+                    tensor is not param._data):
+                swapped[param] = tensor
+        with _functional.substituted(swapped):
+            return DeferralModule.forward(self, x)
 
     @property
     def in_features(self) -> int:
