@@ -249,14 +249,17 @@ class DeferralModule(torch.nn.Module):
         self._hand_over()
         return self
 
+    def _registered(self) -> Iterator[tuple[str, Parameter, Any]]:
+        """``(own name, parameter, the tensor registered for it or None)`` for each own parameter."""
+        for own, param in self.__dict__.get("_deferral_params", {}).items():
+            yield own, param, (self._parameters if param.trainable else self._buffers).get(own)
+
     def _hand_over(self, name: str | None = None) -> None:
         """Hand deferral the tensor registered for each own parameter (or for ``name`` only)
         that is not its storage yet (a no-op where nothing changed)."""
-        for own, param in self.__dict__.get("_deferral_params", {}).items():
-            if name is None or own == name:
-                tensor = (self._parameters if param.trainable else self._buffers).get(own)
-                if isinstance(tensor, torch.Tensor):
-                    _adopt(param, tensor)
+        for own, param, tensor in self._registered():
+            if (name is None or own == name) and isinstance(tensor, torch.Tensor):
+                _adopt(param, tensor)
 
     @contextlib.contextmanager
     def _kept(self, name: str) -> Iterator[None]:
@@ -453,10 +456,6 @@ class SequentialModule(DeferralModule):
         """The block's call state is gone (called by the core): the next call is checked."""
         object.__setattr__(self, "_deferral_count", -1)
 
-    def block_changed(self) -> None:
-        super().block_changed()
-        self.call_state_dropped()
-
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Each child module in turn, as ``torch.nn.Sequential``, or the block's call (see
         the class)."""
@@ -518,18 +517,13 @@ class DenseModule(DeferralModule, torch.nn.Linear):
         super().parameter_changed(param)
         self._deferral_steady()
 
-    def _sync_params(self) -> None:
-        super()._sync_params()
-        self._deferral_steady()
-
     def _deferral_steady(self) -> None:
         """Decide whether calls may be ``torch.nn.Linear``'s: every own parameter has its
         tensor registered, and the block computes nothing ``Dense.forward`` does not."""
         block = self._deferral_block
         then: Any = False  # the block's calls
         if isinstance(block, Dense) and type(block).forward is Dense.forward and not block._children:
-            registered = [(self._parameters if p.trainable else self._buffers).get(name)
-                          for name, p in self._deferral_params.items()]
+            registered = [tensor for _, _, tensor in self._registered()]
             if registered and all(t is not None and not is_lazy(t) for t in registered):
                 then = activation_on(block._act, registered[0])
         object.__setattr__(self, "_deferral_then", then)
@@ -549,12 +543,9 @@ class DenseModule(DeferralModule, torch.nn.Linear):
                 return y if then is None else then(y)
         # The block computes with what torch holds: tensors a tool swapped in for a call count
         # for this call only (torch.func.functional_call puts the model's own back itself).
-        swapped = {}
-        for own, param in self._deferral_params.items():
-            tensor = (self._parameters if param.trainable else self._buffers).get(own)
-            if isinstance(tensor, torch.Tensor) and not is_lazy(tensor) and param.initialized and (
-                    tensor is not param._data):
-                swapped[param] = tensor
+        swapped = {param: tensor for _, param, tensor in self._registered()
+                   if isinstance(tensor, torch.Tensor) and not is_lazy(tensor) and param.initialized
+                   and tensor is not param._data}
         with _functional.substituted(swapped):
             return DeferralModule.forward(self, x)
 
